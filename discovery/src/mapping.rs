@@ -1,0 +1,438 @@
+//! Dubbo identity → Kubernetes Service: explicit mapping, then Service annotations (API mode), then a
+//! naming rule rendered from a template and sanitised to a DNS-1035 label.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::model::{PortSpec, ServiceRef, Target};
+
+/// Annotation naming the interface(s) a Service serves (comma-separated).
+pub const ANNOTATION_INTERFACE: &str = "dubbo.apache.org/interface";
+/// Annotation naming the Dubbo version a Service serves (absent = no version, `*` = any).
+pub const ANNOTATION_VERSION: &str = "dubbo.apache.org/version";
+/// Annotation naming the Dubbo group a Service serves (absent = no group, `*` = any).
+pub const ANNOTATION_GROUP: &str = "dubbo.apache.org/group";
+/// Annotation naming the port (name or number) that speaks Triple.
+pub const ANNOTATION_PORT: &str = "dubbo.apache.org/port";
+
+/// A mapping problem.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MappingError {
+    /// A template refers to something that does not exist.
+    #[error("unknown placeholder {{{0}}}; accepted: {{interface}}, {{simple}}, {{group}}, {{version}}, {{major}}")]
+    UnknownPlaceholder(String),
+    /// A template has an unclosed brace.
+    #[error("unclosed '{{' in template")]
+    Unclosed,
+    /// A rendered name cannot be a Service name.
+    #[error(
+        "failed to derive a Service name for {service}: {name:?} {why}; set DISCOVERY_SERVICE_TEMPLATE \
+         or add an explicit mapping in DISCOVERY_MAPPINGS"
+    )]
+    BadName {
+        /// The Dubbo identity.
+        service: String,
+        /// The rendered, sanitised name.
+        name: String,
+        /// Why it is not a DNS-1035 label.
+        why: String,
+    },
+    /// An explicit mapping entry cannot be parsed.
+    #[error("mapping {entry:?}: {why}; expected [group/]interface[:version]=[namespace/]service[:port], comma-separated")]
+    BadMapping {
+        /// The entry.
+        entry: String,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+/// One explicit mapping: this identity lives in that Service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    /// The Dubbo identity it applies to (exact match on interface, group, version).
+    pub service: ServiceRef,
+    /// Namespace, if not the default one.
+    pub namespace: Option<String>,
+    /// The Kubernetes Service name.
+    pub target: String,
+    /// Port, if not the default one.
+    pub port: Option<PortSpec>,
+}
+
+/// Parses `[group/]interface[:version]=[namespace/]service[:port]`, comma-separated.
+pub fn parse_mappings(s: &str) -> Result<Vec<Mapping>, MappingError> {
+    let mut out = Vec::new();
+    for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let bad = |why: &str| MappingError::BadMapping { entry: entry.to_owned(), why: why.to_owned() };
+        let (left, right) = entry.split_once('=').ok_or_else(|| bad("missing '='"))?;
+        let (group, rest) = match left.split_once('/') {
+            Some((g, r)) => (g.trim(), r.trim()),
+            None => ("", left.trim()),
+        };
+        let (interface, version) = match rest.split_once(':') {
+            Some((i, v)) => (i.trim(), v.trim()),
+            None => (rest, ""),
+        };
+        if interface.is_empty() || interface.contains(char::is_whitespace) {
+            return Err(bad("the interface is empty or has spaces"));
+        }
+        let (namespace, rest) = match right.split_once('/') {
+            Some((n, r)) => (Some(n.trim().to_owned()), r.trim()),
+            None => (None, right.trim()),
+        };
+        let (target, port) = match rest.split_once(':') {
+            Some((t, p)) => (t.trim(), Some(crate::config::parse_port_spec(p.trim()).map_err(|w| bad(&w))?)),
+            None => (rest, None),
+        };
+        check_label(target, 63, true).map_err(|why| bad(&format!("service {target:?} {why}")))?;
+        if let Some(ns) = &namespace {
+            check_label(ns, 63, false).map_err(|why| bad(&format!("namespace {ns:?} {why}")))?;
+        }
+        out.push(Mapping {
+            service: ServiceRef::new(interface).with_group(group).with_version(version),
+            namespace,
+            target: target.to_owned(),
+            port,
+        });
+    }
+    Ok(out)
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Piece {
+    Text(String),
+    Interface,
+    Simple,
+    Group,
+    Version,
+    Major,
+}
+
+/// A naming rule such as `{simple}-v{major}`, rendered then sanitised to a DNS-1035 label.
+///
+/// Placeholders: `{interface}` (whole interface), `{simple}` (last segment in kebab case:
+/// `GreeterService` → `greeter-service`), `{group}`, `{version}`, `{major}` (version up to the first dot).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Template {
+    source: String,
+    pieces: Vec<Piece>,
+}
+
+impl fmt::Debug for Template {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Template({:?})", self.source)
+    }
+}
+
+impl fmt::Display for Template {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.source)
+    }
+}
+
+impl Template {
+    /// Parses a template; unknown placeholders are an error.
+    pub fn parse(s: &str) -> Result<Self, MappingError> {
+        let mut pieces = Vec::new();
+        let mut rest = s;
+        while let Some(open) = rest.find('{') {
+            if open > 0 {
+                pieces.push(Piece::Text(rest[..open].to_owned()));
+            }
+            let close = rest[open..].find('}').ok_or(MappingError::Unclosed)? + open;
+            let name = &rest[open + 1..close];
+            pieces.push(match name {
+                "interface" => Piece::Interface,
+                "simple" => Piece::Simple,
+                "group" => Piece::Group,
+                "version" => Piece::Version,
+                "major" => Piece::Major,
+                other => return Err(MappingError::UnknownPlaceholder(other.to_owned())),
+            });
+            rest = &rest[close + 1..];
+        }
+        if !rest.is_empty() {
+            pieces.push(Piece::Text(rest.to_owned()));
+        }
+        Ok(Template { source: s.to_owned(), pieces })
+    }
+
+    /// Renders and sanitises the Service name for `service`.
+    pub fn render(&self, service: &ServiceRef) -> Result<String, MappingError> {
+        let mut raw = String::new();
+        for p in &self.pieces {
+            match p {
+                Piece::Text(t) => raw.push_str(t),
+                Piece::Interface => raw.push_str(&service.interface),
+                Piece::Simple => raw.push_str(&kebab(service.simple_name())),
+                Piece::Group => raw.push_str(&service.group),
+                Piece::Version => raw.push_str(&service.version),
+                Piece::Major => raw.push_str(service.version.split('.').next().unwrap_or("")),
+            }
+        }
+        let name = sanitize(&raw);
+        check_label(&name, 63, true).map_err(|why| MappingError::BadName {
+            service: service.to_string(),
+            name: name.clone(),
+            why,
+        })?;
+        Ok(name)
+    }
+}
+
+/// `GreeterService` → `greeter-service`, `HTTPServer` → `http-server`.
+pub fn kebab(s: &str) -> String {
+    let chars: Vec<char> = s.chars().collect();
+    let mut out = String::with_capacity(s.len() + 4);
+    for (i, &c) in chars.iter().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            let prev = chars[i - 1];
+            let next_lower = chars.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
+            if prev.is_ascii_lowercase() || prev.is_ascii_digit() || (prev.is_ascii_uppercase() && next_lower) {
+                out.push('-');
+            }
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+/// Lowercases, turns every other character into '-', collapses runs of '-', trims '-' at both ends.
+pub fn sanitize(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for c in raw.chars() {
+        let c = c.to_ascii_lowercase();
+        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { '-' };
+        if c == '-' && (out.is_empty() || out.ends_with('-')) {
+            continue;
+        }
+        out.push(c);
+    }
+    while out.ends_with('-') {
+        out.pop();
+    }
+    out
+}
+
+/// Checks a DNS label: 1..=`max` lowercase alphanumerics or '-', alphanumeric at both ends, and (for
+/// DNS-1035, `letter_first`) a letter first. Returns why not.
+pub fn check_label(s: &str, max: usize, letter_first: bool) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("is empty".to_owned());
+    }
+    if s.len() > max {
+        return Err(format!("is {} characters long, more than {max}", s.len()));
+    }
+    if let Some(c) = s.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')) {
+        return Err(format!("has {c:?}: only lowercase letters, digits and '-' are allowed"));
+    }
+    if s.starts_with('-') || s.ends_with('-') {
+        return Err("must start and end with a letter or digit".to_owned());
+    }
+    if letter_first && !s.starts_with(|c: char| c.is_ascii_lowercase()) {
+        return Err("must start with a letter (DNS-1035)".to_owned());
+    }
+    Ok(())
+}
+
+/// How a target was chosen (for logs and `/debug/endpoints`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MappingRule {
+    /// An entry of `DISCOVERY_MAPPINGS`.
+    Explicit,
+    /// A Service's `dubbo.apache.org/*` annotations.
+    Annotation,
+    /// `DISCOVERY_SERVICE_TEMPLATE`.
+    Template,
+}
+
+/// Resolves identities with the explicit mappings and the naming rule.
+#[derive(Clone, Debug)]
+pub struct Mapper {
+    mappings: Vec<Mapping>,
+    template: Template,
+    namespace: String,
+    port: PortSpec,
+}
+
+impl Mapper {
+    /// A mapper from its parts.
+    pub fn new(mappings: Vec<Mapping>, template: Template, namespace: String, port: PortSpec) -> Self {
+        Mapper { mappings, template, namespace, port }
+    }
+
+    /// From the crate's configuration.
+    pub fn from_config(cfg: &crate::DiscoveryConfig) -> Self {
+        Self::new(cfg.mappings.clone(), cfg.template.clone(), cfg.namespace.clone(), cfg.port.clone())
+    }
+
+    /// The default namespace.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The default port.
+    pub fn port(&self) -> &PortSpec {
+        &self.port
+    }
+
+    /// The explicit mapping for `service`, if any.
+    pub fn explicit(&self, service: &ServiceRef) -> Option<Target> {
+        self.mappings.iter().find(|m| &m.service == service).map(|m| Target {
+            namespace: m.namespace.clone().unwrap_or_else(|| self.namespace.clone()),
+            service: m.target.clone(),
+            port: m.port.clone().unwrap_or_else(|| self.port.clone()),
+        })
+    }
+
+    /// The naming rule's target for `service`.
+    pub fn by_rule(&self, service: &ServiceRef) -> Result<Target, MappingError> {
+        Ok(Target { namespace: self.namespace.clone(), service: self.template.render(service)?, port: self.port.clone() })
+    }
+
+    /// Explicit mapping, else the naming rule (annotations are the API source's business, in between).
+    pub fn resolve(&self, service: &ServiceRef) -> Result<(Target, MappingRule), MappingError> {
+        match self.explicit(service) {
+            Some(t) => Ok((t, MappingRule::Explicit)),
+            None => Ok((self.by_rule(service)?, MappingRule::Template)),
+        }
+    }
+
+    /// The first Service (by name) whose annotations declare `service`; `services` are
+    /// `(name, annotations)` pairs of one namespace. Returns the target and how many matched.
+    pub fn by_annotations<'a>(
+        &self,
+        service: &ServiceRef,
+        services: impl IntoIterator<Item = (&'a str, &'a BTreeMap<String, String>)>,
+    ) -> Option<(Target, usize)> {
+        let mut matches: Vec<(&str, &BTreeMap<String, String>)> =
+            services.into_iter().filter(|(_, a)| annotations_match(a, service)).collect();
+        matches.sort_by_key(|(name, _)| *name);
+        let n = matches.len();
+        let (name, ann) = matches.into_iter().next()?;
+        let port = ann
+            .get(ANNOTATION_PORT)
+            .and_then(|p| crate::config::parse_port_spec(p.trim()).ok())
+            .unwrap_or_else(|| self.port.clone());
+        Some((Target { namespace: self.namespace.clone(), service: name.to_owned(), port }, n))
+    }
+}
+
+fn annotations_match(ann: &BTreeMap<String, String>, service: &ServiceRef) -> bool {
+    let Some(ifaces) = ann.get(ANNOTATION_INTERFACE) else { return false };
+    if !ifaces.split(',').any(|i| i.trim() == service.interface) {
+        return false;
+    }
+    let field = |key: &str, want: &str| match ann.get(key).map(|v| v.trim()) {
+        None | Some("") => want.is_empty(),
+        Some("*") => true,
+        Some(v) => v == want,
+    };
+    field(ANNOTATION_VERSION, &service.version) && field(ANNOTATION_GROUP, &service.group)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn greeter(version: &str) -> ServiceRef {
+        ServiceRef::new("org.apache.dubbo.demo.GreeterService").with_version(version)
+    }
+
+    fn mapper(template: &str) -> Mapper {
+        Mapper::new(
+            parse_mappings("grp/org.x.Pinned:2.0.0=other/pinned-svc:9000").expect("valid"),
+            Template::parse(template).expect("valid"),
+            "demo".into(),
+            PortSpec::Name("tri".into()),
+        )
+    }
+
+    #[test]
+    fn kebab_and_sanitize() {
+        assert_eq!(kebab("GreeterService"), "greeter-service");
+        assert_eq!(kebab("HTTPServer"), "http-server");
+        assert_eq!(kebab("V2Api"), "v2-api");
+        assert_eq!(sanitize("Org.Apache__Dubbo--X-"), "org-apache-dubbo-x");
+        assert_eq!(sanitize("greeter-"), "greeter");
+    }
+
+    #[test]
+    fn template_renders_and_sanitises() {
+        let m = mapper("{simple}-v{major}");
+        assert_eq!(m.by_rule(&greeter("1.0.0")).expect("ok").service, "greeter-service-v1");
+        let m = mapper("{simple}-{version}");
+        assert_eq!(m.by_rule(&greeter("2.1.0")).expect("ok").service, "greeter-service-2-1-0");
+        assert_eq!(m.by_rule(&greeter("")).expect("ok").service, "greeter-service", "dangling '-' trimmed");
+        let m = mapper("{interface}");
+        assert_eq!(m.by_rule(&greeter("")).expect("ok").service, "org-apache-dubbo-demo-greeterservice");
+    }
+
+    #[test]
+    fn template_errors_are_clear() {
+        assert_eq!(Template::parse("{simple"), Err(MappingError::Unclosed));
+        let e = Template::parse("{name}").expect_err("unknown");
+        assert!(e.to_string().contains("{name}") && e.to_string().contains("{simple}"), "{e}");
+
+        let m = mapper("{version}");
+        let e = m.by_rule(&greeter("1.0.0")).expect_err("starts with a digit").to_string();
+        assert!(e.contains("must start with a letter") && e.contains("DISCOVERY_MAPPINGS"), "{e}");
+        let long = ServiceRef::new(format!("a.{}", "x".repeat(70)));
+        let e = mapper("{simple}").by_rule(&long).expect_err("too long").to_string();
+        assert!(e.contains("more than 63"), "{e}");
+        let e = mapper("{group}").by_rule(&greeter("1")).expect_err("empty").to_string();
+        assert!(e.contains("is empty"), "{e}");
+    }
+
+    #[test]
+    fn explicit_mapping_wins_and_matches_exactly() {
+        let m = mapper("{simple}");
+        let pinned = ServiceRef::new("org.x.Pinned").with_group("grp").with_version("2.0.0");
+        let (t, rule) = m.resolve(&pinned).expect("ok");
+        assert_eq!(rule, MappingRule::Explicit);
+        assert_eq!(t.to_string(), "other/pinned-svc:9000");
+        let (t, rule) = m.resolve(&ServiceRef::new("org.x.Pinned").with_version("2.0.0")).expect("ok");
+        assert_eq!(rule, MappingRule::Template, "group differs: no explicit match");
+        assert_eq!(t.to_string(), "demo/pinned:tri");
+    }
+
+    #[test]
+    fn mapping_parse_errors() {
+        for bad in ["no-equals", "a.B=Bad_Name", "a.B=svc:99999", "=svc", "a.B=1svc"] {
+            let e = parse_mappings(bad).expect_err(bad).to_string();
+            assert!(e.contains("expected [group/]interface"), "{e}");
+        }
+        let ms = parse_mappings(" a.B=svc , g/c.D:1=ns/svc2:tri ").expect("ok");
+        assert_eq!(ms.len(), 2);
+        assert_eq!(ms[1].service.to_string(), "g/c.D:1");
+    }
+
+    #[test]
+    fn annotation_matching() {
+        let ann = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        let v1 = ann(&[(ANNOTATION_INTERFACE, "org.apache.dubbo.demo.GreeterService"), (ANNOTATION_VERSION, "1.0.0")]);
+        let v2 = ann(&[
+            (ANNOTATION_INTERFACE, "x.Other, org.apache.dubbo.demo.GreeterService"),
+            (ANNOTATION_VERSION, "2.0.0"),
+            (ANNOTATION_PORT, "grpc"),
+        ]);
+        let any = ann(&[(ANNOTATION_INTERFACE, "org.apache.dubbo.demo.GreeterService"), (ANNOTATION_VERSION, "*")]);
+        let none = ann(&[("unrelated", "x")]);
+        let m = mapper("{simple}");
+        let services = vec![("greeter-v1", &v1), ("greeter-v2", &v2), ("zz-any", &any), ("plain", &none)];
+
+        let (t, n) = m.by_annotations(&greeter("2.0.0"), services.clone()).expect("match");
+        assert_eq!((t.service.as_str(), n), ("greeter-v2", 2));
+        assert_eq!(t.port, PortSpec::Name("grpc".into()));
+        let (t, _) = m.by_annotations(&greeter("1.0.0"), services.clone()).expect("match");
+        assert_eq!(t.service, "greeter-v1");
+        let (t, n) = m.by_annotations(&greeter("3.0.0"), services.clone()).expect("wildcard");
+        assert_eq!((t.service.as_str(), n), ("zz-any", 1));
+        let grouped = greeter("1.0.0").with_group("blue");
+        assert!(m.by_annotations(&grouped, vec![("greeter-v1", &v1)]).is_none(), "group must match");
+    }
+}
