@@ -232,7 +232,7 @@ impl DiscoveryConfig {
             Some(p) => parse_port_spec(&p).map_err(|why| invalid("PORT", &p, &why))?,
             None => d.port,
         };
-        let fallback_port = opt(raw.fallback_port, "FALLBACK_PORT", d.fallback_port, |v| parse_port_number(v))?;
+        let fallback_port = opt(raw.fallback_port, "FALLBACK_PORT", d.fallback_port, parse_port_number)?;
         let template = match raw.service_template.filter(|s| !s.is_empty()) {
             Some(t) => Template::parse(&t).map_err(|e| invalid("SERVICE_TEMPLATE", &t, &e.to_string()))?,
             None => d.template,
@@ -261,7 +261,11 @@ impl DiscoveryConfig {
                 Some(c) => {
                     let c = c.trim_end_matches('.').to_owned();
                     if c.split('.').any(|l| crate::mapping::check_label(l, 63, false).is_err()) {
-                        return Err(invalid("CLUSTER_DOMAIN", &c, "expected dot-separated DNS labels, e.g. cluster.local"));
+                        return Err(invalid(
+                            "CLUSTER_DOMAIN",
+                            &c,
+                            "expected dot-separated DNS labels, e.g. cluster.local",
+                        ));
                     }
                     c
                 }
@@ -300,14 +304,23 @@ impl DiscoveryConfig {
             })?,
             failover: opt(raw.failover, "FAILOVER", d.api.failover, parse_bool)?,
             max_stale: opt(raw.max_stale, "MAX_STALE", d.api.max_stale, parse_duration)?,
-            cold_start_timeout: opt(raw.cold_start_timeout, "COLD_START_TIMEOUT", d.api.cold_start_timeout, parse_duration)?,
+            cold_start_timeout: opt(
+                raw.cold_start_timeout,
+                "COLD_START_TIMEOUT",
+                d.api.cold_start_timeout,
+                parse_duration,
+            )?,
         };
         let backoff = BackoffConfig {
             min: opt(raw.backoff_min, "BACKOFF_MIN", d.backoff.min, parse_nonzero_duration)?,
             max: opt(raw.backoff_max, "BACKOFF_MAX", d.backoff.max, parse_nonzero_duration)?,
         };
         if backoff.max < backoff.min {
-            return Err(invalid("BACKOFF_MAX", &format_duration(backoff.max), "must not be below DISCOVERY_BACKOFF_MIN"));
+            return Err(invalid(
+                "BACKOFF_MAX",
+                &format_duration(backoff.max),
+                "must not be below DISCOVERY_BACKOFF_MIN",
+            ));
         }
         Ok(DiscoveryConfig {
             mode,
@@ -445,9 +458,9 @@ pub fn parse_static(v: &str, fallback_port: u16) -> Result<Vec<Endpoint>, String
         };
         let valid_host = !host.is_empty()
             && host.len() <= 253
-            && host.split('.').all(|l| {
-                !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-            });
+            && host
+                .split('.')
+                .all(|l| !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
         if !valid_host {
             return Err(format!("{item:?} is not host:port (host: an IP or a DNS name)"));
         }

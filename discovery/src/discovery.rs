@@ -92,7 +92,11 @@ impl Discovery {
         let (target, rule) = match cfg.mode {
             Mode::Static => {
                 let (target, rule) = mapper.resolve(&service).unwrap_or_else(|_| {
-                    let t = Target { namespace: mapper.namespace().to_owned(), service: "static".into(), port: mapper.port().clone() };
+                    let t = Target {
+                        namespace: mapper.namespace().to_owned(),
+                        service: "static".into(),
+                        port: mapper.port().clone(),
+                    };
                     (t, MappingRule::Explicit)
                 });
                 let view = View {
@@ -291,7 +295,10 @@ async fn lookup_annotations(
         }
     };
     let empty = Default::default();
-    let pairs = list.items.iter().filter_map(|s| Some((s.metadata.name.as_deref()?, s.metadata.annotations.as_ref().unwrap_or(&empty))));
+    let pairs = list
+        .items
+        .iter()
+        .filter_map(|s| Some((s.metadata.name.as_deref()?, s.metadata.annotations.as_ref().unwrap_or(&empty))));
     let (target, n) = mapper.by_annotations(service, pairs)?;
     if n > 1 {
         warn!(%service, chosen = %target.service, matches = n, "several Services declare this service; using the first by name");
@@ -394,19 +401,20 @@ async fn run_api_mode(
         let api = api_rx.borrow_and_update().clone();
         let dns_state = dns.as_mut().map(|(rx, _)| rx.borrow_and_update().clone());
         let d = failover::decide(&policy, started, Instant::now(), &api, dns_state.as_ref(), &vip);
-        if d.want_dns && dns.is_none() {
-            if let Some(src) = dns_source.clone() {
-                info!(error = api.last_error.as_deref().unwrap_or(""), "API source unavailable; starting DNS failover");
-                let (tx, rx) = watch::channel(SourceState::new(Source::Dns));
-                dns = Some((rx, tokio::spawn(src.run(tx).in_current_span())));
-                continue;
-            }
+        if d.want_dns
+            && dns.is_none()
+            && let Some(src) = dns_source.clone()
+        {
+            info!(error = api.last_error.as_deref().unwrap_or(""), "API source unavailable; starting DNS failover");
+            let (tx, rx) = watch::channel(SourceState::new(Source::Dns));
+            dns = Some((rx, tokio::spawn(src.run(tx).in_current_span())));
+            continue;
         }
-        if !d.want_dns {
-            if let Some((_, task)) = dns.take() {
-                info!("API source recovered; stopping DNS failover");
-                task.abort();
-            }
+        if !d.want_dns
+            && let Some((_, task)) = dns.take()
+        {
+            info!("API source recovered; stopping DNS failover");
+            task.abort();
         }
         publisher.publish(&d.view);
         let wake = match (d.wake_at.map(tokio::time::Instant::from_std), stale_tick(&d.view)) {

@@ -37,4 +37,6 @@ pub use config::{ConfigError, DiscoveryConfig, Mode};
 pub use discovery::{Discovery, Error, Result};
 pub use mapping::{Mapper, MappingError, MappingRule};
 pub use metrics::Metrics;
-pub use model::{Conditions, Endpoint, EndpointKey, EndpointSet, Freshness, Host, PortSpec, ServiceRef, Source, Target};
+pub use model::{
+    Conditions, Endpoint, EndpointKey, EndpointSet, Freshness, Host, PortSpec, ServiceRef, Source, Target,
+};

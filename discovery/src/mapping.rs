@@ -38,7 +38,9 @@ pub enum MappingError {
         why: String,
     },
     /// An explicit mapping entry cannot be parsed.
-    #[error("mapping {entry:?}: {why}; expected [group/]interface[:version]=[namespace/]service[:port], comma-separated")]
+    #[error(
+        "mapping {entry:?}: {why}; expected [group/]interface[:version]=[namespace/]service[:port], comma-separated"
+    )]
     BadMapping {
         /// The entry.
         entry: String,
@@ -289,7 +291,11 @@ impl Mapper {
 
     /// The naming rule's target for `service`.
     pub fn by_rule(&self, service: &ServiceRef) -> Result<Target, MappingError> {
-        Ok(Target { namespace: self.namespace.clone(), service: self.template.render(service)?, port: self.port.clone() })
+        Ok(Target {
+            namespace: self.namespace.clone(),
+            service: self.template.render(service)?,
+            port: self.port.clone(),
+        })
     }
 
     /// Explicit mapping, else the naming rule (annotations are the API source's business, in between).

@@ -59,12 +59,20 @@ impl Metrics {
     pub fn register(registry: &mut Registry) -> Self {
         let m = Metrics::default();
         let r = registry.sub_registry_with_prefix("discovery");
-        r.register("endpoints", "Endpoints in the current set, by state (ready, serving, not_ready)", m.endpoints.clone());
+        r.register(
+            "endpoints",
+            "Endpoints in the current set, by state (ready, serving, not_ready)",
+            m.endpoints.clone(),
+        );
         r.register("updates", "Endpoint sets published, by source", m.updates.clone());
         r.register("watch_restarts", "EndpointSlice watch restarts, by reason", m.watch_restarts.clone());
         r.register("dns_lookup_seconds", "Latency of one DNS resolution round", m.dns_lookup.clone());
         r.register("dns_failures", "DNS resolution rounds that failed, by kind", m.dns_failures.clone());
-        r.register("snapshot_stale_seconds", "How long the served set has gone unconfirmed (0 while live)", m.stale_seconds.clone());
+        r.register(
+            "snapshot_stale_seconds",
+            "How long the served set has gone unconfirmed (0 while live)",
+            m.stale_seconds.clone(),
+        );
         r.register("active_source", "1 for the source the served set comes from", m.active_source.clone());
         r.register("snapshot_version", "Version of the latest published endpoint set", m.version.clone());
         m

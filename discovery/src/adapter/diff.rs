@@ -36,7 +36,9 @@ impl Differ {
         let mut changes: Vec<Change> =
             self.current.keys().filter(|k| !next.contains_key(*k)).map(|k| Change::Remove(k.clone())).collect();
         changes.extend(
-            next.iter().filter(|(k, _)| !self.current.contains_key(*k)).map(|(k, e)| Change::Insert(k.clone(), e.clone())),
+            next.iter()
+                .filter(|(k, _)| !self.current.contains_key(*k))
+                .map(|(k, e)| Change::Insert(k.clone(), e.clone())),
         );
         self.current = next;
         changes

@@ -61,7 +61,8 @@ pub struct KubernetesRegistry {
 impl KubernetesRegistry {
     /// A registry for `url` (`kubernetes://…`) with `cfg` as the base configuration.
     pub fn new(url: Url, mut cfg: DiscoveryConfig, metrics: Metrics) -> Self {
-        let namespace = url.query_param_by_key("namespace").or_else(|| url.host().filter(|h| !h.is_empty()).map(str::to_owned));
+        let namespace =
+            url.query_param_by_key("namespace").or_else(|| url.host().filter(|h| !h.is_empty()).map(str::to_owned));
         if let Some(ns) = namespace {
             cfg.namespace = ns;
         }
@@ -93,7 +94,8 @@ impl Registry for KubernetesRegistry {
             .query::<InterfaceName>()
             .map(|i| i.value())
             .ok_or_else(|| format!("subscribe URL {url} has no interface parameter"))?;
-        let service = ServiceRef::new(interface.clone()).with_group(self.group.clone()).with_version(self.version.clone());
+        let service =
+            ServiceRef::new(interface.clone()).with_group(self.group.clone()).with_version(self.version.clone());
         let discovery = Discovery::start(&self.cfg, service.clone(), self.metrics.clone()).await?;
         info!(%service, target = %discovery.target(), "kubernetes registry subscribed");
         let (tx, rx) = mpsc::channel(64);
@@ -106,7 +108,9 @@ impl Registry for KubernetesRegistry {
                 for change in differ.update(&set) {
                     let msg = match change {
                         Change::Insert(_, e) => ServiceChange::Insert(provider_url(&e, &interface), ()),
-                        Change::Remove(key) => ServiceChange::Remove(format!("tri://{key}/{interface}?interface={interface}")),
+                        Change::Remove(key) => {
+                            ServiceChange::Remove(format!("tri://{key}/{interface}?interface={interface}"))
+                        }
                     };
                     if tx.send(Ok(msg)).await.is_err() {
                         return;

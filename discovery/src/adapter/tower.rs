@@ -15,7 +15,9 @@ use crate::model::{Endpoint, EndpointKey, EndpointSet};
 
 /// The changes of the routable endpoints, starting with an insert for each current one. Ends when the
 /// watch's sender is gone (the `Discovery` was dropped).
-pub fn changes(rx: watch::Receiver<EndpointSet>) -> impl Stream<Item = Result<Change<EndpointKey, Endpoint>, Infallible>> {
+pub fn changes(
+    rx: watch::Receiver<EndpointSet>,
+) -> impl Stream<Item = Result<Change<EndpointKey, Endpoint>, Infallible>> {
     let state = (rx, Differ::new(), VecDeque::new(), true);
     futures::stream::unfold(state, |(mut rx, mut differ, mut queue, mut first)| async move {
         loop {

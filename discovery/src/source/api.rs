@@ -36,7 +36,10 @@ pub fn merge_slices<'a>(slices: impl IntoIterator<Item = &'a EndpointSlice>, por
         let number = match port {
             PortSpec::Number(n) => Some(*n),
             PortSpec::Name(name) => slice.ports.iter().flatten().find_map(|p| {
-                (p.name.as_deref() == Some(name.as_str())).then_some(p.port).flatten().and_then(|n| u16::try_from(n).ok())
+                (p.name.as_deref() == Some(name.as_str()))
+                    .then_some(p.port)
+                    .flatten()
+                    .and_then(|n| u16::try_from(n).ok())
             }),
         };
         let Some(number) = number else {
@@ -193,7 +196,11 @@ impl ApiSource {
     }
 
     /// Lists every page; returns the slices by name and the list's resourceVersion.
-    async fn list(&self, api: &Api<EndpointSlice>, selector: &str) -> Result<(BTreeMap<String, EndpointSlice>, String), String> {
+    async fn list(
+        &self,
+        api: &Api<EndpointSlice>,
+        selector: &str,
+    ) -> Result<(BTreeMap<String, EndpointSlice>, String), String> {
         let mut lp = ListParams::default().labels(selector).limit(self.cfg.page_size);
         let mut out = BTreeMap::new();
         loop {
@@ -267,7 +274,12 @@ mod tests {
             address_type: family.to_owned(),
             endpoints,
             ports: port.map(|(n, p)| {
-                vec![EndpointPort { name: Some(n.to_owned()), port: Some(p), protocol: Some("TCP".into()), ..Default::default() }]
+                vec![EndpointPort {
+                    name: Some(n.to_owned()),
+                    port: Some(p),
+                    protocol: Some("TCP".into()),
+                    ..Default::default()
+                }]
             }),
         }
     }

@@ -159,7 +159,8 @@ pub async fn resolve_once(
         PortSpec::Number(n) => n,
         PortSpec::Name(_) => fallback_port,
     };
-    let (a, aaaa) = tokio::join!(resolver.lookup(fqdn.as_str(), RecordType::A), resolver.lookup(fqdn.as_str(), RecordType::AAAA));
+    let (a, aaaa) =
+        tokio::join!(resolver.lookup(fqdn.as_str(), RecordType::A), resolver.lookup(fqdn.as_str(), RecordType::AAAA));
     let (a, aaaa) = (classify(&fqdn, a)?, classify(&fqdn, aaaa)?);
     let mut endpoints = Vec::new();
     let mut ttl: Option<u32> = None;

@@ -1,1 +1,10 @@
-//! placeholder
+//! Test servers that speak the real protocols on loopback sockets, for this crate's tests, the
+//! applications' tests and benchmarks: a Kubernetes API server (list/watch of EndpointSlices,
+//! Services, SelfSubjectAccessReviews) and an authoritative DNS server answering like CoreDNS.
+//! Both can be stopped, restarted and made to misbehave.
+
+pub mod api;
+pub mod dns;
+
+pub use api::{FakeApiServer, PodEndpoint, endpoint_slice, service_object};
+pub use dns::{Behaviour, FakeDns};

@@ -1,0 +1,699 @@
+//! An in-process HTTP server that speaks the Kubernetes list/watch protocol for EndpointSlices and
+//! Services, as kube-apiserver 1.32 does on the wire (see `shared/k8s-wire/`):
+//!
+//! - lists carry `metadata.resourceVersion`, honour `labelSelector`, `limit` and `continue` (a
+//!   consistent snapshot per paginated list);
+//! - a watch from a resourceVersion streams `{"type","object"}` JSON lines over a chunked HTTP/1.1
+//!   (or HTTP/2) response: ADDED / MODIFIED / DELETED, BOOKMARK objects with only
+//!   `metadata.resourceVersion` (`addressType:""`, `endpoints:null`, `ports:null`), one more
+//!   BOOKMARK at `timeoutSeconds` before the server closes the stream;
+//! - a watch from a compacted version gets HTTP 200 then an ERROR event whose object is a Status
+//!   `reason: Expired, code: 410`, and the stream ends; a paginated list from an expired continue
+//!   token gets HTTP 410;
+//! - SelfSubjectAccessReviews answer `status.allowed`, forbidden calls get a 403 Status naming the
+//!   user, verb, resource, group and namespace.
+//!
+//! It can be stopped (connections cut, port closed), restarted on the same port with its state (as
+//! etcd keeps it), compacted, told to expire running watches, to fail requests, or to forbid.
+
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
+
+type Body = BoxBody<Bytes, Infallible>;
+
+const SLICE_API: &str = "discovery.k8s.io/v1";
+const USER: &str = "system:serviceaccount:demo:consumer";
+
+#[derive(Clone, Debug)]
+struct Event {
+    rv: u64,
+    kind: &'static str,
+    namespace: String,
+    object: Value,
+}
+
+#[derive(Debug, Default)]
+struct Store {
+    rv: u64,
+    compacted: u64,
+    slices: BTreeMap<(String, String), Value>,
+    services: BTreeMap<(String, String), Value>,
+    history: Vec<Event>,
+    pages: HashMap<String, (u64, Vec<Value>)>,
+    next_page: u64,
+    denied: Vec<(String, String)>,
+    forbidden: bool,
+    fail_next: u32,
+    bookmark_interval: Option<Duration>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    store: Mutex<Store>,
+    events: broadcast::Sender<Event>,
+    expire: broadcast::Sender<()>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    lists: AtomicU64,
+    watches: AtomicU64,
+}
+
+impl Shared {
+    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn track(&self, task: JoinHandle<()>) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
+    }
+}
+
+/// The server. Dropping it stops it.
+#[derive(Debug)]
+pub struct FakeApiServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    accept: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for FakeApiServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl FakeApiServer {
+    /// Starts on `127.0.0.1:<free port>`.
+    pub async fn start() -> std::io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            store: Mutex::new(Store { rv: 100, bookmark_interval: Some(Duration::from_secs(1)), ..Store::default() }),
+            events: broadcast::channel(4096).0,
+            expire: broadcast::channel(16).0,
+            tasks: Mutex::new(Vec::new()),
+            lists: AtomicU64::new(0),
+            watches: AtomicU64::new(0),
+        });
+        let server = FakeApiServer { addr, shared, accept: Mutex::new(None) };
+        server.serve(listener);
+        Ok(server)
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        let shared = self.shared.clone();
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let _ = stream.set_nodelay(true);
+                let conn_shared = shared.clone();
+                let conn = tokio::spawn(async move {
+                    let svc_shared = conn_shared.clone();
+                    let svc = service_fn(move |req| {
+                        let s = svc_shared.clone();
+                        async move { Ok::<_, Infallible>(handle(s, req).await) }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+                shared.track(conn);
+            }
+        });
+        *self.accept.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(accept);
+    }
+
+    /// `http://127.0.0.1:<port>`, for `DISCOVERY_API_SERVER`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops: the port closes and every open connection (watches included) is cut.
+    pub fn stop(&self) {
+        if let Some(a) = self.accept.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+            a.abort();
+        }
+        for t in self.shared.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).drain(..) {
+            t.abort();
+        }
+    }
+
+    /// Starts again on the same port, with the same objects and history (etcd keeps them).
+    pub async fn restart(&self) -> std::io::Result<()> {
+        self.stop();
+        let mut tries = 0;
+        let listener = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(e) if tries > 50 => return Err(e),
+                Err(_) => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        self.serve(listener);
+        Ok(())
+    }
+
+    /// Forgets all history up to now: watches from older versions get 410 Gone.
+    pub fn compact(&self) {
+        let mut s = self.shared.store();
+        s.compacted = s.rv;
+        s.history.clear();
+        s.pages.clear();
+    }
+
+    /// Compacts and ends every running watch with an ERROR 410 event, as a server does when a
+    /// watcher falls too far behind.
+    pub fn expire_watches(&self) {
+        self.compact();
+        let _ = self.shared.expire.send(());
+    }
+
+    /// Answers the next `n` requests with HTTP 500.
+    pub fn fail_next(&self, n: u32) {
+        self.shared.store().fail_next = n;
+    }
+
+    /// Forbids (403) listing and watching EndpointSlices.
+    pub fn set_forbidden(&self, forbidden: bool) {
+        self.shared.store().forbidden = forbidden;
+    }
+
+    /// Makes SelfSubjectAccessReviews deny `verb` on `resource`.
+    pub fn deny(&self, verb: &str, resource: &str) {
+        self.shared.store().denied.push((verb.to_owned(), resource.to_owned()));
+    }
+
+    /// How often running watches get a BOOKMARK (`None`: never).
+    pub fn set_bookmark_interval(&self, every: Option<Duration>) {
+        self.shared.store().bookmark_interval = every;
+    }
+
+    /// List requests served so far (EndpointSlices and Services).
+    pub fn lists(&self) -> u64 {
+        self.shared.lists.load(Ordering::Relaxed)
+    }
+
+    /// Watch requests served so far.
+    pub fn watches(&self) -> u64 {
+        self.shared.watches.load(Ordering::Relaxed)
+    }
+
+    /// The current resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.shared.store().rv
+    }
+
+    /// Creates or replaces an EndpointSlice (ADDED or MODIFIED), as the endpointslice controller does.
+    pub fn apply_slice(&self, namespace: &str, mut slice: Value) {
+        let name = slice["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        let mut s = self.shared.store();
+        s.rv += 1;
+        let rv = s.rv;
+        let k = (namespace.to_owned(), name);
+        let generation = s.slices.get(&k).and_then(|o| o["metadata"]["generation"].as_u64()).unwrap_or(0) + 1;
+        let kind = if s.slices.contains_key(&k) { "MODIFIED" } else { "ADDED" };
+        slice["kind"] = json!("EndpointSlice");
+        slice["apiVersion"] = json!(SLICE_API);
+        let meta = &mut slice["metadata"];
+        meta["namespace"] = json!(namespace);
+        meta["resourceVersion"] = json!(rv.to_string());
+        meta["generation"] = json!(generation);
+        meta["uid"] = json!(format!("00000000-0000-0000-0000-{:012}", rv));
+        meta["creationTimestamp"] = json!("2026-11-26T12:22:18Z");
+        s.slices.insert(k, slice.clone());
+        let ev = Event { rv, kind, namespace: namespace.to_owned(), object: slice };
+        s.history.push(ev.clone());
+        let _ = self.shared.events.send(ev);
+    }
+
+    /// Deletes an EndpointSlice (DELETED). Returns whether it existed.
+    pub fn delete_slice(&self, namespace: &str, name: &str) -> bool {
+        let mut s = self.shared.store();
+        let Some(mut obj) = s.slices.remove(&(namespace.to_owned(), name.to_owned())) else { return false };
+        s.rv += 1;
+        let rv = s.rv;
+        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let ev = Event { rv, kind: "DELETED", namespace: namespace.to_owned(), object: obj };
+        s.history.push(ev.clone());
+        let _ = self.shared.events.send(ev);
+        true
+    }
+
+    /// Creates or replaces a Service.
+    pub fn apply_service(&self, namespace: &str, mut service: Value) {
+        let name = service["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        let mut s = self.shared.store();
+        s.rv += 1;
+        service["metadata"]["namespace"] = json!(namespace);
+        service["metadata"]["resourceVersion"] = json!(s.rv.to_string());
+        s.services.insert((namespace.to_owned(), name), service);
+    }
+}
+
+/// One endpoint of a slice, as the controller writes it for a pod.
+#[derive(Clone, Debug)]
+pub struct PodEndpoint {
+    /// Pod IP.
+    pub ip: String,
+    /// Pod name (`targetRef.name`).
+    pub pod: String,
+    /// `conditions.ready` (`None`: left out, which means ready).
+    pub ready: Option<bool>,
+    /// `conditions.serving`.
+    pub serving: Option<bool>,
+    /// `conditions.terminating`.
+    pub terminating: Option<bool>,
+}
+
+impl PodEndpoint {
+    /// A ready pod, conditions written out as the controller does.
+    pub fn ready(ip: impl Into<String>, pod: impl Into<String>) -> Self {
+        PodEndpoint { ip: ip.into(), pod: pod.into(), ready: Some(true), serving: Some(true), terminating: Some(false) }
+    }
+
+    /// Failing its readiness probe.
+    pub fn not_ready(mut self) -> Self {
+        (self.ready, self.serving, self.terminating) = (Some(false), Some(false), Some(false));
+        self
+    }
+
+    /// Deleted gracefully, still serving.
+    pub fn terminating(mut self) -> Self {
+        (self.ready, self.serving, self.terminating) = (Some(false), Some(true), Some(true));
+        self
+    }
+}
+
+/// An EndpointSlice object as the controller writes it (`addressType` `IPv4`/`IPv6`, named ports).
+pub fn endpoint_slice(
+    name: &str,
+    service: &str,
+    address_type: &str,
+    ports: &[(&str, u16)],
+    pods: &[PodEndpoint],
+) -> Value {
+    let endpoints: Vec<Value> = pods
+        .iter()
+        .map(|p| {
+            let mut conditions = serde_json::Map::new();
+            for (k, v) in [("ready", p.ready), ("serving", p.serving), ("terminating", p.terminating)] {
+                if let Some(v) = v {
+                    conditions.insert(k.to_owned(), json!(v));
+                }
+            }
+            json!({
+                "addresses": [p.ip],
+                "conditions": conditions,
+                "targetRef": {"kind": "Pod", "namespace": "demo", "name": p.pod},
+                "nodeName": "node-a",
+                "zone": "zone-a",
+            })
+        })
+        .collect();
+    json!({
+        "metadata": {
+            "name": name,
+            "generateName": format!("{service}-"),
+            "labels": {
+                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
+                "kubernetes.io/service-name": service,
+            },
+        },
+        "addressType": address_type,
+        "endpoints": endpoints,
+        "ports": ports.iter().map(|(n, p)| json!({"name": n, "protocol": "TCP", "port": p})).collect::<Vec<_>>(),
+    })
+}
+
+/// A Service object with annotations, a named port and a cluster IP (`None` for headless).
+pub fn service_object(name: &str, annotations: &[(&str, &str)], cluster_ip: Option<&str>, port: (&str, u16)) -> Value {
+    let ann: serde_json::Map<String, Value> = annotations.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect();
+    let ip = cluster_ip.unwrap_or("None");
+    json!({
+        "metadata": {"name": name, "annotations": ann},
+        "spec": {
+            "ports": [{"name": port.0, "protocol": "TCP", "port": port.1, "targetPort": port.0}],
+            "clusterIP": ip,
+            "clusterIPs": [ip],
+            "type": "ClusterIP",
+        },
+        "status": {"loadBalancer": {}},
+    })
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message, "reason": reason, "code": code})
+}
+
+fn json_response(code: u16, body: &Value) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header("content-type", "application/json")
+        .header("cache-control", "no-cache, private")
+        .body(Full::new(Bytes::from(body.to_string())).boxed())
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn query(req: &Request<Incoming>) -> HashMap<String, String> {
+    req.uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (percent_decode(k), percent_decode(v)),
+            None => (percent_decode(p), String::new()),
+        })
+        .collect()
+}
+
+/// Equality-based selectors: `k=v`, `k==v`, `k!=v`, `k`, `!k`, comma-separated (AND).
+fn selector_matches(selector: &str, labels: &Value) -> bool {
+    selector.split(',').map(str::trim).filter(|t| !t.is_empty()).all(|term| {
+        if let Some((k, v)) = term.split_once("!=") {
+            labels[k.trim()].as_str() != Some(v.trim())
+        } else if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
+            labels[k.trim()].as_str() == Some(v.trim())
+        } else if let Some(k) = term.strip_prefix('!') {
+            labels.get(k.trim()).is_none()
+        } else {
+            labels.get(term).is_some()
+        }
+    })
+}
+
+fn strip_type_meta(mut v: Value) -> Value {
+    if let Some(m) = v.as_object_mut() {
+        m.remove("kind");
+        m.remove("apiVersion");
+    }
+    v
+}
+
+async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+    let path: Vec<String> = req.uri().path().trim_matches('/').split('/').map(str::to_owned).collect();
+    let q = query(&req);
+    {
+        let mut s = shared.store();
+        if s.fail_next > 0 {
+            s.fail_next -= 1;
+            return json_response(500, &status(500, "InternalError", "injected failure"));
+        }
+    }
+    let p: Vec<&str> = path.iter().map(String::as_str).collect();
+    match (req.method(), p.as_slice()) {
+        (&Method::GET, ["apis", "discovery.k8s.io", "v1", "namespaces", ns, "endpointslices"]) => {
+            let ns = (*ns).to_owned();
+            let verb = if matches!(q.get("watch").map(String::as_str), Some("true" | "1")) { "watch" } else { "list" };
+            if shared.store().forbidden {
+                let msg = format!(
+                    "endpointslices.discovery.k8s.io is forbidden: User \"{USER}\" cannot {verb} resource \"endpointslices\" in API group \"discovery.k8s.io\" in the namespace \"{ns}\""
+                );
+                let mut st = status(403, "Forbidden", &msg);
+                st["details"] = json!({"group": "discovery.k8s.io", "kind": "endpointslices"});
+                return json_response(403, &st);
+            }
+            if verb == "watch" { watch(shared, &ns, &q) } else { list_slices(&shared, &ns, &q) }
+        }
+        (&Method::GET, ["api", "v1", "namespaces", ns, "services"]) => {
+            shared.lists.fetch_add(1, Ordering::Relaxed);
+            let s = shared.store();
+            let items: Vec<Value> =
+                s.services.iter().filter(|((n, _), _)| n == ns).map(|(_, v)| strip_type_meta(v.clone())).collect();
+            json_response(
+                200,
+                &json!({"kind": "ServiceList", "apiVersion": "v1", "metadata": {"resourceVersion": s.rv.to_string()}, "items": items}),
+            )
+        }
+        (&Method::POST, ["apis", "authorization.k8s.io", "v1", "selfsubjectaccessreviews"]) => {
+            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let review: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let attrs = &review["spec"]["resourceAttributes"];
+            let verb = attrs["verb"].as_str().unwrap_or_default();
+            let resource = attrs["resource"].as_str().unwrap_or_default();
+            let denied = shared.store().denied.iter().any(|(v, r)| v == verb && r == resource);
+            let status = if denied {
+                json!({"allowed": false})
+            } else {
+                json!({"allowed": true, "reason": "RBAC: allowed by RoleBinding \"consumer-endpointslice-reader/demo\" of Role \"endpointslice-reader\" to ServiceAccount \"consumer/demo\""})
+            };
+            json_response(
+                201,
+                &json!({
+                    "kind": "SelfSubjectAccessReview",
+                    "apiVersion": "authorization.k8s.io/v1",
+                    "metadata": {"creationTimestamp": null},
+                    "spec": review["spec"],
+                    "status": status,
+                }),
+            )
+        }
+        _ => json_response(404, &status(404, "NotFound", "the server could not find the requested resource")),
+    }
+}
+
+fn list_slices(shared: &Shared, ns: &str, q: &HashMap<String, String>) -> Response<Body> {
+    shared.lists.fetch_add(1, Ordering::Relaxed);
+    let mut s = shared.store();
+    let (rv, mut items) = match q.get("continue").filter(|c| !c.is_empty()) {
+        Some(token) => match s.pages.remove(token) {
+            Some(page) => page,
+            None => {
+                return json_response(
+                    410,
+                    &status(
+                        410,
+                        "Expired",
+                        "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+                    ),
+                );
+            }
+        },
+        None => {
+            let selector = q.get("labelSelector").cloned().unwrap_or_default();
+            let items: Vec<Value> = s
+                .slices
+                .iter()
+                .filter(|((n, _), v)| n == ns && selector_matches(&selector, &v["metadata"]["labels"]))
+                .map(|(_, v)| strip_type_meta(v.clone()))
+                .collect();
+            (s.rv, items)
+        }
+    };
+    let limit = q.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0);
+    let mut metadata = json!({"resourceVersion": rv.to_string()});
+    if let Some(limit) = limit.filter(|l| *l < items.len()) {
+        let rest = items.split_off(limit);
+        s.next_page += 1;
+        let token = format!("page-{}-{}", rv, s.next_page);
+        metadata["continue"] = json!(token);
+        metadata["remainingItemCount"] = json!(rest.len());
+        s.pages.insert(token, (rv, rest));
+    }
+    json_response(
+        200,
+        &json!({"kind": "EndpointSliceList", "apiVersion": SLICE_API, "metadata": metadata, "items": items}),
+    )
+}
+
+fn line(kind: &str, object: &Value) -> Bytes {
+    let mut s = json!({"type": kind, "object": object}).to_string();
+    s.push('\n');
+    Bytes::from(s)
+}
+
+fn bookmark(rv: u64) -> Bytes {
+    line(
+        "BOOKMARK",
+        &json!({"kind": "EndpointSlice", "apiVersion": SLICE_API, "metadata": {"resourceVersion": rv.to_string(), "creationTimestamp": null}, "addressType": "", "endpoints": null, "ports": null}),
+    )
+}
+
+fn expired() -> Bytes {
+    line("ERROR", &status(410, "Expired", "The resourceVersion for the provided watch is too old."))
+}
+
+fn watch(shared: Arc<Shared>, ns: &str, q: &HashMap<String, String>) -> Response<Body> {
+    shared.watches.fetch_add(1, Ordering::Relaxed);
+    let selector = q.get("labelSelector").cloned().unwrap_or_default();
+    let bookmarks = matches!(q.get("allowWatchBookmarks").map(String::as_str), Some("true" | "1"));
+    let timeout = q.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).map(Duration::from_secs);
+    let from = q.get("resourceVersion").cloned().unwrap_or_default();
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(256);
+    let ns = ns.to_owned();
+    let matches = move |e: &Event| e.namespace == ns && selector_matches(&selector, &e.object["metadata"]["labels"]);
+    // Under the store lock: the replay and the live subscription meet without a gap.
+    let (replay, mut live, mut expire, start_rv, interval) = {
+        let s = shared.store();
+        let live = shared.events.subscribe();
+        let expire = shared.expire.subscribe();
+        let replay: Result<Vec<Event>, ()> = match from.as_str() {
+            "" | "0" => Ok(s
+                .slices
+                .values()
+                .map(|o| Event {
+                    rv: s.rv,
+                    kind: "ADDED",
+                    namespace: o["metadata"]["namespace"].as_str().unwrap_or("").to_owned(),
+                    object: o.clone(),
+                })
+                .filter(|e| matches(e))
+                .collect()),
+            v => match v.parse::<u64>() {
+                Ok(v) if v >= s.compacted => Ok(s.history.iter().filter(|e| e.rv > v && matches(e)).cloned().collect()),
+                _ => Err(()),
+            },
+        };
+        (replay, live, expire, s.rv, s.bookmark_interval)
+    };
+    let producer_shared = shared.clone();
+    let producer = tokio::spawn(async move {
+        let send = |b: Bytes| {
+            let tx = tx.clone();
+            async move { tx.send(Ok(Frame::data(b))).await.is_ok() }
+        };
+        let events = match replay {
+            Ok(ev) => ev,
+            Err(()) => {
+                let _ = send(expired()).await;
+                return;
+            }
+        };
+        let mut last = start_rv;
+        for e in events {
+            if !send(line(e.kind, &e.object)).await {
+                return;
+            }
+        }
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let mut tick = interval.map(|i| tokio::time::interval_at(tokio::time::Instant::now() + i, i));
+        loop {
+            let until_deadline = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let next_tick = async {
+                match tick.as_mut() {
+                    Some(t) => {
+                        t.tick().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                ev = live.recv() => match ev {
+                    Ok(e) => {
+                        if e.rv > last {
+                            last = e.rv;
+                        }
+                        if e.rv > start_rv && matches(&e) && !send(line(e.kind, &e.object)).await {
+                            return;
+                        }
+                    }
+                    Err(_) => {
+                        let _ = send(expired()).await;
+                        return;
+                    }
+                },
+                _ = expire.recv() => {
+                    let _ = send(expired()).await;
+                    return;
+                }
+                () = next_tick, if bookmarks => {
+                    let rv = producer_shared.store().rv.max(last);
+                    if !send(bookmark(rv)).await {
+                        return;
+                    }
+                }
+                () = until_deadline => {
+                    if bookmarks {
+                        let rv = producer_shared.store().rv.max(last);
+                        let _ = send(bookmark(rv)).await;
+                    }
+                    return;
+                }
+            }
+        }
+    });
+    shared.track(producer);
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json")
+        .header("cache-control", "no-cache, private")
+        .body(BodyExt::boxed(StreamBody::new(stream)))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors() {
+        let labels = json!({"kubernetes.io/service-name": "greeter", "x": "1"});
+        assert!(selector_matches("kubernetes.io/service-name=greeter", &labels));
+        assert!(selector_matches("kubernetes.io/service-name==greeter,x", &labels));
+        assert!(!selector_matches("kubernetes.io/service-name=other", &labels));
+        assert!(selector_matches("x!=2,!y", &labels));
+        assert_eq!(percent_decode("kubernetes.io%2Fservice-name%3Dgreeter"), "kubernetes.io/service-name=greeter");
+    }
+}

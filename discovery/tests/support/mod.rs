@@ -1,0 +1,80 @@
+//! Shared helpers of the integration tests.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use discovery::config::BackoffConfig;
+use discovery::testkit::{FakeApiServer, FakeDns, PodEndpoint, endpoint_slice};
+use discovery::{Discovery, DiscoveryConfig, EndpointSet, Mode};
+
+pub const NS: &str = "demo";
+pub const DOMAIN: &str = "cluster.local";
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TEST_LOG").unwrap_or_else(|_| "off".into()))
+        .with_test_writer()
+        .try_init();
+}
+
+/// API mode against `api`, DNS failover against `dns`, short timings.
+pub fn api_config(api: &FakeApiServer, dns: &FakeDns) -> DiscoveryConfig {
+    let mut c = DiscoveryConfig { mode: Mode::Api, namespace: NS.into(), ..DiscoveryConfig::default() };
+    c.api.server = Some(api.url());
+    c.api.max_stale = Duration::from_secs(30);
+    c.api.cold_start_timeout = Duration::from_secs(2);
+    c.api.watch_timeout = Duration::from_secs(30);
+    c.dns.server = Some(dns.addr());
+    c.dns.ttl_floor = Duration::from_millis(200);
+    c.dns.ttl_ceiling = Duration::from_secs(2);
+    c.dns.timeout = Duration::from_millis(300);
+    c.backoff = BackoffConfig { min: Duration::from_millis(50), max: Duration::from_millis(400) };
+    c
+}
+
+/// DNS mode against `dns`.
+pub fn dns_config(dns: &FakeDns) -> DiscoveryConfig {
+    let mut c = DiscoveryConfig { mode: Mode::Dns, namespace: NS.into(), ..DiscoveryConfig::default() };
+    c.dns.server = Some(dns.addr());
+    c.dns.ttl_floor = Duration::from_millis(200);
+    c.dns.ttl_ceiling = Duration::from_secs(2);
+    c.dns.timeout = Duration::from_millis(300);
+    c.backoff = BackoffConfig { min: Duration::from_millis(50), max: Duration::from_millis(400) };
+    c
+}
+
+/// Waits until `pred` holds for the published set; panics with the last set after `secs`.
+pub async fn wait_for(d: &Discovery, secs: u64, what: &str, pred: impl Fn(&EndpointSet) -> bool) -> EndpointSet {
+    let mut rx = d.watch();
+    let result = tokio::time::timeout(Duration::from_secs(secs), rx.wait_for(|s| pred(s))).await;
+    match result {
+        Ok(Ok(s)) => s.clone(),
+        _ => {
+            let cur = d.current();
+            panic!(
+                "timed out after {secs}s waiting for {what}; last set: version {} source {} pending {} freshness {:?} endpoints {:?}",
+                cur.version,
+                cur.source,
+                cur.pending,
+                cur.freshness,
+                cur.endpoints.iter().map(|e| (e.key().0, e.conditions)).collect::<Vec<_>>()
+            )
+        }
+    }
+}
+
+pub fn routable_keys(s: &EndpointSet) -> Vec<String> {
+    let mut k: Vec<String> = s.routable().iter().map(|e| e.key().0).collect();
+    k.sort();
+    k
+}
+
+/// `n` ready pods `10.1.<third>.<i>` named `<prefix>-<i>`.
+pub fn pods(prefix: &str, third: u8, n: usize) -> Vec<PodEndpoint> {
+    (0..n).map(|i| PodEndpoint::ready(format!("10.1.{third}.{}", i + 1), format!("{prefix}-{third}-{i}"))).collect()
+}
+
+/// Applies one slice of `service` with a `tri` port 50051.
+pub fn apply(api: &FakeApiServer, name: &str, service: &str, pods: &[PodEndpoint]) {
+    api.apply_slice(NS, endpoint_slice(name, service, "IPv4", &[("tri", 50051)], pods));
+}
