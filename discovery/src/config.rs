@@ -193,16 +193,7 @@ impl DiscoveryConfig {
 
     /// Reads the given variables (and the file named by `DISCOVERY_CONFIG_FILE` among them).
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let mut builder = config::Config::builder();
-        if let Some(file) = vars.get("DISCOVERY_CONFIG_FILE").filter(|f| !f.is_empty()) {
-            builder = builder.add_source(config::File::from(PathBuf::from(file)).required(true));
-        }
-        // Only our prefix, so unrelated variables can never fail the parse.
-        let ours: HashMap<String, String> =
-            vars.iter().filter(|(k, _)| k.starts_with("DISCOVERY_")).map(|(k, v)| (k.clone(), v.clone())).collect();
-        builder = builder.add_source(config::Environment::with_prefix(ENV_PREFIX).source(Some(ours)));
-        let raw: Raw = builder.build().and_then(|c| c.try_deserialize()).map_err(ConfigError::Read)?;
-        Self::validate(raw)
+        Self::validate(load_raw(vars, ENV_PREFIX)?)
     }
 
     fn validate(raw: Raw) -> Result<Self, ConfigError> {
@@ -337,6 +328,34 @@ impl DiscoveryConfig {
     }
 }
 
+/// Gathers `<PREFIX>_*` variables as text into `T` (keys lowercased without the prefix), on top of the
+/// file named by `<PREFIX>_CONFIG_FILE` if set: defaults (serde) → file → environment. Unrelated
+/// variables are never read, so they cannot fail the parse.
+pub fn load_raw<T: serde::de::DeserializeOwned>(
+    vars: &HashMap<String, String>,
+    prefix: &str,
+) -> Result<T, ConfigError> {
+    let mut builder = config::Config::builder();
+    if let Some(file) = vars.get(&format!("{prefix}_CONFIG_FILE")).filter(|f| !f.is_empty()) {
+        builder = builder.add_source(config::File::from(PathBuf::from(file)).required(true));
+    }
+    let head = format!("{prefix}_");
+    let ours: HashMap<String, String> = vars
+        .iter()
+        .filter(|(k, _)| k.starts_with(&head) && k.as_str() != format!("{prefix}_CONFIG_FILE"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    builder = builder.add_source(config::Environment::with_prefix(prefix).source(Some(ours)));
+    builder.build().and_then(|c| c.try_deserialize()).map_err(ConfigError::Read)
+}
+
+impl ConfigError {
+    /// `variable` (the full name) holds `value`, which is not accepted because of `reason`.
+    pub fn invalid(variable: impl Into<String>, value: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError::Invalid { variable: variable.into(), value: value.into(), reason: reason.into() }
+    }
+}
+
 fn invalid(var: &str, value: &str, reason: &str) -> ConfigError {
     ConfigError::Invalid { variable: format!("{ENV_PREFIX}_{var}"), value: value.to_owned(), reason: reason.to_owned() }
 }
@@ -393,7 +412,8 @@ pub fn parse_duration(v: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
-fn parse_nonzero_duration(v: &str) -> Result<Duration, String> {
+/// A duration above zero.
+pub fn parse_nonzero_duration(v: &str) -> Result<Duration, String> {
     let d = parse_duration(v)?;
     if d.is_zero() { Err("expected a duration above zero".to_owned()) } else { Ok(d) }
 }
@@ -430,7 +450,8 @@ pub fn parse_port_spec(v: &str) -> Result<PortSpec, String> {
     }
 }
 
-fn parse_dns_server(v: &str) -> Result<SocketAddr, String> {
+/// An IP with an optional port (53 by default).
+pub fn parse_dns_server(v: &str) -> Result<SocketAddr, String> {
     if let Ok(sa) = v.parse::<SocketAddr>() {
         return Ok(sa);
     }
