@@ -16,6 +16,9 @@ use crate::pb::greeter_service_server::GreeterService;
 use crate::pb::{HelloReply, HelloRequest, HelloStreamRequest, Instance};
 use crate::{GROUP_HEADER, INTERFACE, VERSION_HEADER};
 
+/// How dubbo-rust 0.4's `tri-service-version` starts (it sends its user agent there).
+pub const DUBBO_RUST_MARKER: &str = "dubbo-rust/";
+
 /// Largest `count` a stream call may ask for.
 pub const MAX_STREAM_COUNT: u32 = 1000;
 
@@ -114,6 +117,12 @@ pub fn identity_check(
     move |req: Request<()>| {
         let asked = |h: &str| req.metadata().get(h).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let (want_version, want_group) = (asked(VERSION_HEADER), asked(GROUP_HEADER));
+        // dubbo-rust 0.4 overwrites both headers on every call with its own constants
+        // (`dubbo-rust/0.1.0`, `cluster`): they say nothing about what the caller wants, and the
+        // caller cannot change them. Such a call is treated as a plain gRPC call.
+        if want_version.as_deref().is_some_and(|v| v.starts_with(DUBBO_RUST_MARKER)) {
+            return Ok(req);
+        }
         let version_ok = want_version.as_deref().is_none_or(|v| v == version);
         let group_ok = want_group.as_deref().is_none_or(|g| g == group);
         if version_ok && group_ok {

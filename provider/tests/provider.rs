@@ -60,6 +60,12 @@ async fn serves_its_identity_and_refuses_others() {
     let err = client.say_hello(request("x", Some("1.0.0"), Some("green"))).await.expect_err("wrong group");
     assert_eq!(err.code(), tonic::Code::Unimplemented);
 
+    // dubbo-rust 0.4 stamps its user agent as the version and "cluster" as the group on every call.
+    client
+        .say_hello(request("dubbo-rust", Some("dubbo-rust/0.1.0"), Some("cluster")))
+        .await
+        .expect("dubbo-rust's constant headers are not an identity");
+
     // Dubbo clients gzip every request.
     let mut gz = GreeterServiceClient::new(channel(p.addr()).await)
         .send_compressed(CompressionEncoding::Gzip)
@@ -84,7 +90,7 @@ async fn serves_its_identity_and_refuses_others() {
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
 
     let metrics = http_get(p.admin_addr(), "/metrics").await;
-    assert!(metrics.contains("provider_calls_total{method=\"SayHello\",code=\"ok\"} 3"), "{metrics}");
+    assert!(metrics.contains("provider_calls_total{method=\"SayHello\",code=\"ok\"} 4"), "{metrics}");
     assert!(metrics.contains("code=\"unimplemented\"} 2"), "{metrics}");
 }
 

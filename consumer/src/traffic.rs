@@ -1,0 +1,79 @@
+//! Steady demo traffic: `rate` calls per second with at most `concurrency` in flight, and a periodic
+//! log line of calls per provider instance.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tracing::{info, warn};
+
+use crate::client::GreeterClient;
+
+/// Runs until `shutdown` completes. Calls that would exceed `concurrency` are skipped and counted
+/// (the rate is a target, not a queue).
+pub async fn run(
+    client: GreeterClient,
+    name: String,
+    rate: f64,
+    concurrency: usize,
+    report_every: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let mut shutdown = std::pin::pin!(shutdown);
+    if rate <= 0.0 {
+        info!("CONSUMER_RATE=0: no steady traffic");
+        shutdown.await;
+        return;
+    }
+    let permits = Arc::new(Semaphore::new(concurrency));
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut report =
+        tokio::time::interval(if report_every.is_zero() { Duration::from_secs(3600) } else { report_every });
+    report.tick().await;
+    let mut last = client.stats().snapshot();
+    let mut skipped = 0u64;
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            _ = tick.tick() => {
+                let Ok(permit) = permits.clone().try_acquire_owned() else {
+                    skipped += 1;
+                    continue;
+                };
+                let (c, n) = (client.clone(), name.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = c.say_hello(&n).await {
+                        warn!(error = %e, "call failed");
+                    }
+                    drop(permit);
+                });
+            }
+            _ = report.tick(), if !report_every.is_zero() => {
+                let now = client.stats().snapshot();
+                let per_instance: BTreeMap<&String, u64> = now
+                    .by_instance
+                    .iter()
+                    .map(|(k, v)| (k, v - last.by_instance.get(k).copied().unwrap_or(0)))
+                    .filter(|(_, v)| *v > 0)
+                    .collect();
+                let set = client.discovery().current();
+                info!(
+                    ok = now.ok - last.ok,
+                    failed = now.failed - last.failed,
+                    retries = now.retries - last.retries,
+                    skipped,
+                    endpoints = set.routable().len(),
+                    source = %set.source,
+                    per_instance = ?per_instance,
+                    "calls per provider instance"
+                );
+                last = now;
+                skipped = 0;
+            }
+        }
+    }
+    // Let in-flight calls finish (bounded by their deadlines).
+    let _ = permits.acquire_many(u32::try_from(concurrency).unwrap_or(u32::MAX)).await;
+}

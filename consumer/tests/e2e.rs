@@ -1,0 +1,287 @@
+//! Consumer ↔ providers over real Triple on loopback, with discovery from a static list or from the
+//! in-process Kubernetes API server (EndpointSlices pointing at the providers' loopback ports).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use consumer::{CallError, CallPolicy, GreeterClient, Stats};
+use discovery::config::BackoffConfig;
+use discovery::testkit::{FakeApiServer, FakeDns, PodEndpoint, endpoint_slice};
+use discovery::{Discovery, DiscoveryConfig, Endpoint, Host, Metrics, Mode, ServiceRef};
+use provider::{Provider, ProviderConfig};
+
+const NS: &str = "demo";
+const SVC: &str = "greeter-service";
+
+fn greeter(version: &str) -> ServiceRef {
+    ServiceRef::new(provider::INTERFACE).with_version(version)
+}
+
+async fn provider(name: &str, version: &str) -> Provider {
+    Provider::start(ProviderConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        admin_listen: "127.0.0.1:0".parse().expect("addr"),
+        version: version.into(),
+        instance: name.into(),
+        ip: "127.0.0.1".into(),
+        drain: Duration::from_millis(400),
+        shutdown_timeout: Duration::from_secs(3),
+        ..ProviderConfig::default()
+    })
+    .await
+    .expect("provider")
+}
+
+fn policy() -> CallPolicy {
+    CallPolicy {
+        deadline: Duration::from_secs(2),
+        retries: 2,
+        retry_budget: 0.2,
+        connect_timeout: Duration::from_millis(500),
+    }
+}
+
+async fn static_client(providers: &[&Provider], version: &str) -> GreeterClient {
+    let cfg = DiscoveryConfig {
+        mode: Mode::Static,
+        static_endpoints: providers.iter().map(|p| Endpoint::new(Host::Ip(p.addr().ip()), p.addr().port())).collect(),
+        ..DiscoveryConfig::default()
+    };
+    let d = Discovery::start(&cfg, greeter(version), Metrics::default()).await.expect("discovery");
+    GreeterClient::new(d, policy(), Stats::default())
+}
+
+/// One slice per provider: each listens on its own loopback port, and ports are per slice.
+fn publish(api: &FakeApiServer, slice: &str, p: &Provider, pod: PodEndpoint) {
+    api.apply_slice(NS, endpoint_slice(slice, SVC, "IPv4", &[("tri", p.addr().port())], &[pod]));
+}
+
+fn pod(name: &str) -> PodEndpoint {
+    PodEndpoint::ready("127.0.0.1", name)
+}
+
+async fn api_client(api: &FakeApiServer, dns: &FakeDns, version: &str) -> GreeterClient {
+    let mut cfg = DiscoveryConfig { mode: Mode::Api, namespace: NS.into(), ..DiscoveryConfig::default() };
+    cfg.api.server = Some(api.url());
+    cfg.dns.server = Some(dns.addr());
+    cfg.backoff = BackoffConfig { min: Duration::from_millis(50), max: Duration::from_millis(400) };
+    let d = Discovery::start(&cfg, greeter(version), Metrics::default()).await.expect("discovery");
+    d.ready(Duration::from_secs(10)).await.expect("first answer");
+    GreeterClient::new(d, policy(), Stats::default())
+}
+
+/// Calls from `workers` tasks until `stop` is set; returns the failures seen.
+fn load(client: &GreeterClient, workers: usize, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Vec<String>> {
+    let client = client.clone();
+    tokio::spawn(async move {
+        let mut handles = Vec::new();
+        for _ in 0..workers {
+            let (c, stop) = (client.clone(), stop.clone());
+            handles.push(tokio::spawn(async move {
+                let mut failures = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    if let Err(e) = c.say_hello("load").await {
+                        failures.push(e.to_string());
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                failures
+            }));
+        }
+        let mut all = Vec::new();
+        for h in handles {
+            all.extend(h.await.expect("worker"));
+        }
+        all
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn balances_across_all_providers_over_reused_connections() {
+    let (a, b, c) = (provider("p-a", "1.0.0").await, provider("p-b", "1.0.0").await, provider("p-c", "1.0.0").await);
+    let client = static_client(&[&a, &b, &c], "1.0.0").await;
+    for _ in 0..300 {
+        client.say_hello("balance").await.expect("call");
+    }
+    let s = client.stats().snapshot();
+    assert_eq!(s.ok, 300);
+    assert_eq!(s.by_instance.len(), 3, "{:?}", s.by_instance);
+    for (instance, n) in &s.by_instance {
+        assert!(*n >= 50, "{instance} got {n} of 300 calls: {:?}", s.by_instance);
+    }
+    eprintln!("distribution over 3 providers: {:?}", s.by_instance);
+}
+
+#[tokio::test]
+async fn a_version_the_provider_does_not_serve_is_refused_not_retried() {
+    let v1 = provider("p-v1", "1.0.0").await;
+    let client = static_client(&[&v1], "2.0.0").await;
+    let err = client.say_hello("x").await.expect_err("refused");
+    match &err {
+        CallError::Status { status, attempts, .. } => {
+            assert_eq!(status.code(), tonic::Code::Unimplemented);
+            assert_eq!(*attempts, 1, "a refusal is not retried");
+        }
+        other => panic!("expected a status error, got {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_set_fails_fast_with_a_clear_error() {
+    let api = FakeApiServer::start().await.expect("api");
+    let dns = FakeDns::start("cluster.local").await.expect("dns");
+    api.apply_slice(
+        NS,
+        endpoint_slice("s1", SVC, "IPv4", &[("tri", 50051)], &[PodEndpoint::ready("127.0.0.1", "x").not_ready()]),
+    );
+    let client = api_client(&api, &dns, "1.0.0").await;
+    let started = Instant::now();
+    let err = client.say_hello("x").await.expect_err("no endpoints");
+    let took = started.elapsed();
+    assert!(matches!(err, CallError::NoEndpoints { known: 1, .. }), "{err}");
+    assert!(err.to_string().contains("demo/greeter-service:tri"), "{err}");
+    assert!(took < Duration::from_millis(200), "fails fast, took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_killed_and_one_added_under_load() {
+    let api = FakeApiServer::start().await.expect("api");
+    let dns = FakeDns::start("cluster.local").await.expect("dns");
+    let (a, b) = (provider("p-a", "1.0.0").await, provider("p-b", "1.0.0").await);
+    publish(&api, "s-a", &a, pod("p-a"));
+    publish(&api, "s-b", &b, pod("p-b"));
+    let client = api_client(&api, &dns, "1.0.0").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let running = load(&client, 4, stop.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // kill -9 of p-a: its connections drop at once; the endpoint controller notices ~200 ms later
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(api.delete_slice(NS, "s-a"));
+    let c = provider("p-c", "1.0.0").await;
+    publish(&api, "s-c", &c, pod("p-c"));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    stop.store(true, Ordering::Relaxed);
+    let failures = running.await.expect("load");
+    let s = client.stats().snapshot();
+    eprintln!(
+        "kill under load: {} ok, {} failed, {} retries, by instance {:?}, failures {:?}",
+        s.ok,
+        failures.len(),
+        s.retries,
+        s.by_instance,
+        failures.iter().take(3).collect::<Vec<_>>()
+    );
+    assert!(failures.is_empty(), "a killed provider costs retries, not failed calls: {failures:?}");
+    assert!(s.retries >= 1, "calls in flight on the killed provider were retried elsewhere");
+    assert!(
+        s.by_instance.get("p-c 1.0.0").copied().unwrap_or(0) > 0,
+        "the added provider takes traffic: {:?}",
+        s.by_instance
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_update_with_drain_loses_no_request() {
+    let api = FakeApiServer::start().await.expect("api");
+    let dns = FakeDns::start("cluster.local").await.expect("dns");
+    let (old1, old2) = (provider("old-1", "1.0.0").await, provider("old-2", "1.0.0").await);
+    publish(&api, "s-old-1", &old1, pod("old-1"));
+    publish(&api, "s-old-2", &old2, pod("old-2"));
+    let client = api_client(&api, &dns, "1.0.0").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let running = load(&client, 4, stop.clone());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Replace each old pod: new pod ready, old pod terminating (SIGTERM → drain), then gone.
+    for (i, old) in [old1, old2].into_iter().enumerate() {
+        let new = provider(&format!("new-{i}"), "1.0.0").await;
+        publish(&api, &format!("s-new-{i}"), &new, pod(&format!("new-{i}")));
+        publish(&api, &format!("s-old-{}", i + 1), &old, pod(&format!("old-{}", i + 1)).terminating());
+        old.drain_and_stop().await.expect("drain");
+        assert!(api.delete_slice(NS, &format!("s-old-{}", i + 1)));
+        std::mem::forget(new); // keeps serving until the test ends
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let failures = running.await.expect("load");
+    let s = client.stats().snapshot();
+    eprintln!("rolling update: {} ok, {} failed, {} retries, {:?}", s.ok, failures.len(), s.retries, s.by_instance);
+    assert!(failures.is_empty(), "no request lost: {failures:?}");
+    let new_calls: u64 = s.by_instance.iter().filter(|(k, _)| k.starts_with("new-")).map(|(_, v)| *v).sum();
+    assert!(new_calls > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resolve_watch_prints_changes() {
+    let api = FakeApiServer::start().await.expect("api");
+    let dns = FakeDns::start("cluster.local").await.expect("dns");
+    api.apply_slice(
+        NS,
+        endpoint_slice("s1", SVC, "IPv4", &[("tri", 50051)], &[PodEndpoint::ready("10.244.1.1", "greeter-1")]),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_consumer"))
+        .args(["resolve", "--version", "1.0.0", "--watch"])
+        .env("DISCOVERY_MODE", "api")
+        .env("DISCOVERY_NAMESPACE", NS)
+        .env("DISCOVERY_API_SERVER", api.url())
+        .env("DISCOVERY_DNS_SERVER", dns.addr().to_string())
+        .env("RUST_LOG", std::env::var("TEST_LOG").unwrap_or_else(|_| "off".into()))
+        .stdout(Stdio::piped())
+        .stderr(if std::env::var("TEST_LOG").is_ok() { Stdio::inherit() } else { Stdio::null() })
+        .spawn()
+        .expect("spawn consumer resolve");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let mut expect = async |needle: &str| {
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            if seen.iter().any(|l: &String| l.contains(needle)) {
+                return;
+            }
+            match tokio::time::timeout_at(until.into(), rx.recv()).await {
+                Ok(Some(l)) => seen.push(l),
+                _ => panic!("no line with {needle:?}; output so far:\n{}", seen.join("\n")),
+            }
+        }
+    };
+    expect("org.apache.dubbo.demo.GreeterService:1.0.0 -> demo/greeter-service:tri").await;
+    expect("10.244.1.1").await;
+    api.apply_slice(
+        NS,
+        endpoint_slice(
+            "s1",
+            SVC,
+            "IPv4",
+            &[("tri", 50051)],
+            &[PodEndpoint::ready("10.244.1.1", "greeter-1").not_ready(), PodEndpoint::ready("10.244.1.2", "greeter-2")],
+        ),
+    );
+    expect("+ 10.244.1.2:50051 greeter-2").await;
+    expect("~ 10.244.1.1:50051 ready=false").await;
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[tokio::test]
+async fn bad_configuration_exits_2_naming_the_variable() {
+    let out = Command::new(env!("CARGO_BIN_EXE_consumer")).env("CONSUMER_RATE", "lots").output().expect("run consumer");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("CONSUMER_RATE") && err.contains("calls per second"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_consumer")).env("DISCOVERY_MODE", "consul").output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DISCOVERY_MODE"));
+}
