@@ -229,3 +229,31 @@ async fn watch_survives_server_side_timeouts_and_bookmarks() {
     assert_eq!(api.lists(), lists, "an event is applied from the watch, never by listing again");
     assert_eq!(d.current().freshness, Freshness::Live);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slices_written_over_http_by_a_kube_client_are_seen() {
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use kube::api::{Api, DeleteParams, PostParams};
+
+    let (api, dns) = servers().await;
+    let d = Discovery::start(&api_config(&api, &dns), greeter(), Metrics::default()).await.expect("start");
+    wait_for(&d, 10, "empty", |s| !s.pending && s.endpoints.is_empty()).await;
+
+    let client = kube::Client::try_from(kube::Config::new(api.url().parse().expect("uri"))).expect("client");
+    let slices: Api<EndpointSlice> = Api::namespaced(client, NS);
+    let obj: EndpointSlice = serde_json::from_value(discovery::testkit::endpoint_slice(
+        "written",
+        "greeter-service",
+        "IPv4",
+        &[("tri", 50051)],
+        &pods("w", 4, 2),
+    ))
+    .expect("slice");
+    let created = slices.create(&PostParams::default(), &obj).await.expect("create");
+    assert!(created.metadata.resource_version.is_some());
+    wait_for(&d, 10, "two written", |s| s.endpoints.len() == 2).await;
+    slices.delete("written", &DeleteParams::default()).await.expect("delete");
+    wait_for(&d, 10, "deleted", |s| s.endpoints.is_empty()).await;
+    let missing = slices.delete("written", &DeleteParams::default()).await;
+    assert!(matches!(missing, Err(kube::Error::Api(s)) if s.code == 404));
+}

@@ -15,6 +15,8 @@
 //!
 //! It can be stopped (connections cut, port closed), restarted on the same port with its state (as
 //! etcd keeps it), compacted, told to expire running watches, to fail requests, or to forbid.
+//! EndpointSlices and Services can be written through its methods or over HTTP (`POST`/`PUT`/`DELETE`
+//! on the same paths a real API server has), so scripts can drive it with curl.
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
@@ -101,7 +103,12 @@ impl Drop for FakeApiServer {
 impl FakeApiServer {
     /// Starts on `127.0.0.1:<free port>`.
     pub async fn start() -> std::io::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on("127.0.0.1:0".parse().map_err(std::io::Error::other)?).await
+    }
+
+    /// Starts on `addr`.
+    pub async fn start_on(addr: SocketAddr) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             store: Mutex::new(Store { rv: 100, bookmark_interval: Some(Duration::from_secs(1)), ..Store::default() }),
@@ -228,9 +235,25 @@ impl FakeApiServer {
     }
 
     /// Creates or replaces an EndpointSlice (ADDED or MODIFIED), as the endpointslice controller does.
-    pub fn apply_slice(&self, namespace: &str, mut slice: Value) {
+    pub fn apply_slice(&self, namespace: &str, slice: Value) {
+        self.shared.apply_slice(namespace, slice);
+    }
+
+    /// Deletes an EndpointSlice (DELETED). Returns whether it existed.
+    pub fn delete_slice(&self, namespace: &str, name: &str) -> bool {
+        self.shared.delete_slice(namespace, name).is_some()
+    }
+
+    /// Creates or replaces a Service.
+    pub fn apply_service(&self, namespace: &str, service: Value) {
+        self.shared.apply_service(namespace, service);
+    }
+}
+
+impl Shared {
+    fn apply_slice(&self, namespace: &str, mut slice: Value) -> Value {
         let name = slice["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-        let mut s = self.shared.store();
+        let mut s = self.store();
         s.rv += 1;
         let rv = s.rv;
         let k = (namespace.to_owned(), name);
@@ -245,32 +268,34 @@ impl FakeApiServer {
         meta["uid"] = json!(format!("00000000-0000-0000-0000-{:012}", rv));
         meta["creationTimestamp"] = json!("2026-11-26T12:22:18Z");
         s.slices.insert(k, slice.clone());
-        let ev = Event { rv, kind, namespace: namespace.to_owned(), object: slice };
+        let ev = Event { rv, kind, namespace: namespace.to_owned(), object: slice.clone() };
         s.history.push(ev.clone());
-        let _ = self.shared.events.send(ev);
+        let _ = self.events.send(ev);
+        slice
     }
 
-    /// Deletes an EndpointSlice (DELETED). Returns whether it existed.
-    pub fn delete_slice(&self, namespace: &str, name: &str) -> bool {
-        let mut s = self.shared.store();
-        let Some(mut obj) = s.slices.remove(&(namespace.to_owned(), name.to_owned())) else { return false };
+    fn delete_slice(&self, namespace: &str, name: &str) -> Option<Value> {
+        let mut s = self.store();
+        let mut obj = s.slices.remove(&(namespace.to_owned(), name.to_owned()))?;
         s.rv += 1;
         let rv = s.rv;
         obj["metadata"]["resourceVersion"] = json!(rv.to_string());
-        let ev = Event { rv, kind: "DELETED", namespace: namespace.to_owned(), object: obj };
+        let ev = Event { rv, kind: "DELETED", namespace: namespace.to_owned(), object: obj.clone() };
         s.history.push(ev.clone());
-        let _ = self.shared.events.send(ev);
-        true
+        let _ = self.events.send(ev);
+        Some(obj)
     }
 
-    /// Creates or replaces a Service.
-    pub fn apply_service(&self, namespace: &str, mut service: Value) {
+    fn apply_service(&self, namespace: &str, mut service: Value) -> Value {
         let name = service["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-        let mut s = self.shared.store();
+        let mut s = self.store();
         s.rv += 1;
+        service["kind"] = json!("Service");
+        service["apiVersion"] = json!("v1");
         service["metadata"]["namespace"] = json!(namespace);
         service["metadata"]["resourceVersion"] = json!(s.rv.to_string());
-        s.services.insert((namespace.to_owned(), name), service);
+        s.services.insert((namespace.to_owned(), name), service.clone());
+        service
     }
 }
 
@@ -504,8 +529,44 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
                 }),
             )
         }
+        (&Method::POST, ["apis", "discovery.k8s.io", "v1", "namespaces", ns, "endpointslices"])
+        | (&Method::PUT, ["apis", "discovery.k8s.io", "v1", "namespaces", ns, "endpointslices", _]) => {
+            let created = req.method() == Method::POST;
+            let ns = (*ns).to_owned();
+            match read_object(req).await {
+                Ok(obj) => json_response(if created { 201 } else { 200 }, &shared.apply_slice(&ns, obj)),
+                Err(resp) => resp,
+            }
+        }
+        (&Method::DELETE, ["apis", "discovery.k8s.io", "v1", "namespaces", ns, "endpointslices", name]) => {
+            match shared.delete_slice(ns, name) {
+                Some(obj) => json_response(200, &obj),
+                None => json_response(
+                    404,
+                    &status(404, "NotFound", &format!("endpointslices.discovery.k8s.io \"{name}\" not found")),
+                ),
+            }
+        }
+        (&Method::POST, ["api", "v1", "namespaces", ns, "services"]) => {
+            let ns = (*ns).to_owned();
+            match read_object(req).await {
+                Ok(obj) => json_response(201, &shared.apply_service(&ns, obj)),
+                Err(resp) => resp,
+            }
+        }
         _ => json_response(404, &status(404, "NotFound", "the server could not find the requested resource")),
     }
+}
+
+/// The request body as a JSON object with a `metadata.name`, or the 400/422 a server would answer.
+async fn read_object(req: Request<Incoming>) -> Result<Value, Response<Body>> {
+    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let obj: Value = serde_json::from_slice(&body)
+        .map_err(|e| json_response(400, &status(400, "BadRequest", &format!("invalid JSON: {e}"))))?;
+    if obj["metadata"]["name"].as_str().is_none_or(str::is_empty) {
+        return Err(json_response(422, &status(422, "Invalid", "metadata.name: Required value")));
+    }
+    Ok(obj)
 }
 
 fn list_slices(shared: &Shared, ns: &str, q: &HashMap<String, String>) -> Response<Body> {

@@ -70,14 +70,24 @@ impl FakeDns {
     pub async fn start(domain: &str) -> std::io::Result<Self> {
         // Find a port free for both protocols.
         let mut attempt = 0;
-        let (udp, tcp) = loop {
+        loop {
             let udp = UdpSocket::bind("127.0.0.1:0").await?;
             match TcpListener::bind(udp.local_addr()?).await {
-                Ok(tcp) => break (udp, tcp),
+                Ok(tcp) => return Self::serve(udp, tcp, domain),
                 Err(e) if attempt > 20 => return Err(e),
                 Err(_) => attempt += 1,
             }
-        };
+        }
+    }
+
+    /// Starts on `addr` (UDP and TCP), authoritative for `domain`.
+    pub async fn start_on(addr: SocketAddr, domain: &str) -> std::io::Result<Self> {
+        let udp = UdpSocket::bind(addr).await?;
+        let tcp = TcpListener::bind(udp.local_addr()?).await?;
+        Self::serve(udp, tcp, domain)
+    }
+
+    fn serve(udp: UdpSocket, tcp: TcpListener, domain: &str) -> std::io::Result<Self> {
         let addr = udp.local_addr()?;
         let zone = Arc::new(Mutex::new(Zone {
             records: HashMap::new(),
