@@ -9,6 +9,7 @@ export ROOT
 KIND_VERSION="${KIND_VERSION:-v0.27.0}"
 KUBECTL_MIN_MINOR=28
 KIND_NODE_IMAGE="${KIND_NODE_IMAGE:-kindest/node:v1.32.2}"
+export KIND_VERSION KUBECTL_MIN_MINOR KIND_NODE_IMAGE
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*" >&2; }
 info() { printf '    %s\n' "$*" >&2; }

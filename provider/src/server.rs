@@ -26,6 +26,9 @@ use crate::greeter::{CallMetrics, Greeter, identity_check};
 use crate::pb::Instance;
 use crate::pb::greeter_service_server::GreeterServiceServer;
 
+/// The gRPC health service name for liveness probes (SERVING until the process exits).
+pub const LIVENESS: &str = "liveness";
+
 /// Why the provider could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -89,6 +92,8 @@ impl Provider {
         let greeter = InterceptedService::new(greeter, identity_check(cfg.version.clone(), cfg.group.clone(), metrics));
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<GreeterServiceServer<Greeter>>().await;
+        // Liveness stays SERVING through the drain: a draining provider is alive, only not ready.
+        health.set_service_status(LIVENESS, tonic_health::ServingStatus::Serving).await;
 
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));

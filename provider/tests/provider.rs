@@ -152,6 +152,13 @@ async fn drains_on_sigterm_then_exits_zero() {
     assert!(kill.success());
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(status(&mut health).await.expect("health during drain"), ServingStatus::NotServing as i32);
+    let live = health
+        .check(HealthCheckRequest { service: provider::server::LIVENESS.into() })
+        .await
+        .expect("liveness")
+        .into_inner()
+        .status;
+    assert_eq!(live, ServingStatus::Serving as i32, "a draining provider stays live");
     assert!(http_get(admin_addr, "/readyz").await.starts_with("HTTP/1.0 503"), "readiness fails while draining");
 
     let mut served_during_drain = 0;

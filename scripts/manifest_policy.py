@@ -1,0 +1,82 @@
+"""Policy checks on rendered manifests, beyond the schema: what this project promises of every
+object (DNS-1123 names, non-root read-only containers with dropped capabilities, probes, requests
+and limits, named ports, a grace period that covers the provider's drain, read-only RBAC).
+Usage: manifest_policy.py RENDERED.yaml  (exit 1 with one line per violation)."""
+import re
+import sys
+
+import yaml
+
+DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def seconds(v):
+    m = re.fullmatch(r"(\d+)(ms|s|m)", str(v))
+    if not m:
+        return None
+    n, unit = int(m.group(1)), m.group(2)
+    return n / 1000 if unit == "ms" else n * (60 if unit == "m" else 1)
+
+
+def main(path):
+    docs = [d for d in yaml.safe_load_all(open(path)) if d]
+    errors = []
+    err = errors.append
+    for d in docs:
+        kind, name = d["kind"], d["metadata"]["name"]
+        where = f"{kind}/{name}"
+        if not DNS1123.match(name) or len(name) > 63:
+            err(f"{where}: name is not a DNS-1123 label (lowercase letters, digits, '-', at most 63)")
+        if kind == "Deployment":
+            pod = d["spec"]["template"]["spec"]
+            psc = pod.get("securityContext", {})
+            if psc.get("runAsNonRoot") is not True:
+                err(f"{where}: pod securityContext.runAsNonRoot must be true")
+            for c in pod["containers"]:
+                cw = f"{where} container {c['name']}"
+                sc = c.get("securityContext", {})
+                if sc.get("readOnlyRootFilesystem") is not True:
+                    err(f"{cw}: readOnlyRootFilesystem must be true")
+                if sc.get("allowPrivilegeEscalation") is not False:
+                    err(f"{cw}: allowPrivilegeEscalation must be false")
+                if "ALL" not in sc.get("capabilities", {}).get("drop", []):
+                    err(f"{cw}: capabilities.drop must include ALL")
+                res = c.get("resources", {})
+                if not res.get("requests") or not res.get("limits"):
+                    err(f"{cw}: resources.requests and resources.limits are required")
+                for probe in ("readinessProbe", "livenessProbe"):
+                    if probe not in c:
+                        err(f"{cw}: {probe} is required")
+                for p in c.get("ports", []):
+                    if not p.get("name"):
+                        err(f"{cw}: port {p.get('containerPort')} has no name")
+                env = {e["name"]: e.get("value") for e in c.get("env", [])}
+                if c["name"] == "provider":
+                    for probe in ("readinessProbe", "livenessProbe"):
+                        if "grpc" not in c.get(probe, {}):
+                            err(f"{cw}: {probe} must be a gRPC probe")
+                    drain = seconds(env.get("PROVIDER_DRAIN", "5s"))
+                    stop = seconds(env.get("PROVIDER_SHUTDOWN_TIMEOUT", "10s"))
+                    grace = pod.get("terminationGracePeriodSeconds", 30)
+                    if drain is None or stop is None or grace <= drain + stop:
+                        err(f"{cw}: terminationGracePeriodSeconds ({grace}) must exceed PROVIDER_DRAIN + PROVIDER_SHUTDOWN_TIMEOUT")
+                if c["name"] == "consumer" and env.get("DISCOVERY_MODE") not in ("api", "dns", "static"):
+                    err(f"{cw}: DISCOVERY_MODE must be set by the overlay (api, dns or static)")
+        if kind == "Service":
+            for p in d["spec"].get("ports", []):
+                if not p.get("name"):
+                    err(f"{where}: port {p.get('port')} has no name (SRV records and EndpointSlices need it)")
+        if kind in ("Role", "ClusterRole"):
+            for rule in d.get("rules", []):
+                extra = set(rule.get("verbs", [])) - {"get", "list", "watch"}
+                if extra:
+                    err(f"{where}: discovery only reads; verbs {sorted(extra)} are not needed")
+    for e in errors:
+        print(f"policy: {e}", file=sys.stderr)
+    if not errors:
+        print(f"    policy checks: {len(docs)} objects passed", file=sys.stderr)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
