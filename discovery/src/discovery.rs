@@ -77,8 +77,33 @@ pub struct Discovery {
 }
 
 impl Discovery {
-    /// Maps `service` to its Kubernetes Service and starts finding its endpoints as `cfg` says.
+    /// Maps `service` to its Kubernetes Service and starts finding its endpoints as `cfg` says. In
+    /// API mode the kube client comes from `DISCOVERY_API_SERVER`, else in-cluster config, else
+    /// kubeconfig.
     pub async fn start(cfg: &DiscoveryConfig, service: ServiceRef, metrics: Metrics) -> Result<Self> {
+        let client = match cfg.mode {
+            Mode::Api => Some(make_client(cfg).await),
+            Mode::Dns | Mode::Static => None,
+        };
+        Self::start_inner(cfg, service, metrics, client).await
+    }
+
+    /// Like [`Discovery::start`], with the caller's kube client for API mode (ignored otherwise).
+    pub async fn start_with_client(
+        cfg: &DiscoveryConfig,
+        service: ServiceRef,
+        metrics: Metrics,
+        client: Client,
+    ) -> Result<Self> {
+        Self::start_inner(cfg, service, metrics, Some(Ok(client))).await
+    }
+
+    async fn start_inner(
+        cfg: &DiscoveryConfig,
+        service: ServiceRef,
+        metrics: Metrics,
+        client: Option<Result<Client, String>>,
+    ) -> Result<Self> {
         let key = service.to_string();
         let span = info_span!("discovery", service = %key, mode = ?cfg.mode);
         let mapper = Mapper::from_config(cfg);
@@ -127,7 +152,7 @@ impl Discovery {
                 (target, rule)
             }
             Mode::Api => {
-                let client = make_client(cfg).await;
+                let client = client.unwrap_or_else(|| Err("no kubernetes client".to_owned()));
                 if let (Ok(client), true) = (&client, cfg.api.rbac_check) {
                     check_rbac(client, &mapper, &key).instrument(span.clone()).await?;
                 }
