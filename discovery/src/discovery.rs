@@ -271,7 +271,14 @@ async fn make_client(cfg: &DiscoveryConfig) -> Result<Client, String> {
     config.connect_timeout = Some(Duration::from_secs(5));
     // A watch lasts up to watch_timeout; the read timeout must not cut it first.
     config.read_timeout = Some(cfg.api.watch_timeout + Duration::from_secs(30));
-    Client::try_from(config).map_err(|e| format!("failed to build the kubernetes client: {e}"))
+    Client::try_from(config).map_err(|e| {
+        let hint = if e.to_string().contains("No CA certificates") {
+            " (the TLS connector loads the system CA certificates even for http://: install ca-certificates in the image)"
+        } else {
+            ""
+        };
+        format!("failed to build the kubernetes client: {e}{hint}")
+    })
 }
 
 async fn check_rbac(client: &Client, mapper: &Mapper, key: &str) -> Result<()> {

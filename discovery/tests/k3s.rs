@@ -8,7 +8,7 @@
 
 mod support;
 
-use discovery::{Discovery, DiscoveryConfig, Metrics, MappingRule, Mode, ServiceRef};
+use discovery::{Discovery, DiscoveryConfig, MappingRule, Metrics, Mode, ServiceRef};
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, PostParams};
@@ -81,13 +81,14 @@ async fn api_mode_against_a_real_api_server() {
     assert_eq!(d.rule(), MappingRule::Annotation);
     wait_for(&d, 30, "two endpoints", |s| s.routable().len() == 2).await;
 
-    slices.replace("greeter-v1-a", &pp, &{
-        let mut s = slice("greeter-v1-a", &[("10.42.0.10", true), ("10.42.0.11", false)]);
-        s.metadata.resource_version = slices.get("greeter-v1-a").await.expect("get").metadata.resource_version;
-        s
-    })
-    .await
-    .expect("replace");
+    slices
+        .replace("greeter-v1-a", &pp, &{
+            let mut s = slice("greeter-v1-a", &[("10.42.0.10", true), ("10.42.0.11", false)]);
+            s.metadata.resource_version = slices.get("greeter-v1-a").await.expect("get").metadata.resource_version;
+            s
+        })
+        .await
+        .expect("replace");
     wait_for(&d, 30, "one routable", |s| routable_keys(s) == ["10.42.0.10:50051"]).await;
 
     slices.create(&pp, &slice("greeter-v1-b", &[("10.42.1.10", true)])).await.expect("slice b");
