@@ -216,6 +216,16 @@ async fn a_rolling_update_with_drain_loses_no_request() {
     assert!(new_calls > 0);
 }
 
+/// Kills the child when the test ends, passed or failed.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resolve_watch_prints_changes() {
     let api = FakeApiServer::start().await.expect("api");
@@ -236,6 +246,7 @@ async fn resolve_watch_prints_changes() {
         .spawn()
         .expect("spawn consumer resolve");
     let stdout = child.stdout.take().expect("stdout");
+    let _child = KillOnDrop(child);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -271,8 +282,6 @@ async fn resolve_watch_prints_changes() {
     );
     expect("+ 10.244.1.2:50051 greeter-2").await;
     expect("~ 10.244.1.1:50051 ready=false").await;
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[tokio::test]

@@ -108,10 +108,22 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
+/// Kills the child if the test fails before it exits by itself.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drains_on_sigterm_then_exits_zero() {
     let (port, admin) = (free_port(), free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_provider"))
+    let child = Command::new(env!("CARGO_BIN_EXE_provider"))
         .env("PROVIDER_LISTEN", format!("127.0.0.1:{port}"))
         .env("PROVIDER_ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
         .env("PROVIDER_DRAIN", "1500ms")
@@ -121,6 +133,8 @@ async fn drains_on_sigterm_then_exits_zero() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn provider");
+    let pid = child.id();
+    let mut guard = KillOnDrop(Some(child));
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let admin_addr: SocketAddr = format!("127.0.0.1:{admin}").parse().expect("addr");
     let started = Instant::now();
@@ -148,7 +162,7 @@ async fn drains_on_sigterm_then_exits_zero() {
 
     // A stream that is in flight when the drain ends must complete.
     let term_at = Instant::now();
-    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    let kill = Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill");
     assert!(kill.success());
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(status(&mut health).await.expect("health during drain"), ServingStatus::NotServing as i32);
@@ -178,6 +192,7 @@ async fn drains_on_sigterm_then_exits_zero() {
     }
     assert_eq!(got, 10, "in-flight call completed across the stop");
 
+    let mut child = guard.0.take().expect("child");
     let exit = tokio::task::spawn_blocking(move || child.wait()).await.expect("join").expect("wait");
     let elapsed = term_at.elapsed();
     assert_eq!(exit.code(), Some(0), "exit 0 after a drain");
