@@ -378,6 +378,7 @@ impl Publisher {
             info!(
                 version = set.version,
                 source = %set.source,
+                pending = set.pending,
                 ready,
                 serving,
                 not_ready,
