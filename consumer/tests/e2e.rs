@@ -294,3 +294,33 @@ async fn bad_configuration_exits_2_naming_the_variable() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("DISCOVERY_MODE"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_are_bounded_and_each_goes_to_another_endpoint() {
+    // Three ports nobody listens on (bound, then released): every attempt is refused.
+    let dead: Vec<std::net::SocketAddr> =
+        (0..3).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr")).collect();
+    let cfg = DiscoveryConfig {
+        mode: Mode::Static,
+        static_endpoints: dead.iter().map(|a| Endpoint::new(Host::Ip(a.ip()), a.port())).collect(),
+        ..DiscoveryConfig::default()
+    };
+    let d = Discovery::start(&cfg, greeter("1.0.0"), Metrics::default()).await.expect("discovery");
+    let client = GreeterClient::new(d.clone(), policy(), Stats::default());
+    let started = Instant::now();
+    match client.say_hello("x").await.expect_err("all refused") {
+        CallError::Status { status, attempts, .. } => {
+            assert_eq!(status.code(), tonic::Code::Unavailable, "{status}");
+            assert_eq!(attempts, 3, "first attempt + 2 retries, each on an endpoint not tried yet");
+        }
+        other => panic!("expected the last attempt's status, got {other}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(2), "refusals fail fast, within the deadline");
+    assert_eq!(client.stats().snapshot().retries, 2);
+
+    let no_retry = GreeterClient::new(d, CallPolicy { retries: 0, ..policy() }, Stats::default());
+    match no_retry.say_hello("x").await.expect_err("refused") {
+        CallError::Status { attempts, .. } => assert_eq!(attempts, 1),
+        other => panic!("unexpected {other}"),
+    }
+}
