@@ -18,7 +18,7 @@ use crate::metrics::Metrics;
 use crate::model::{Endpoint, EndpointSet, Freshness, Host, PortSpec, ServiceRef, Source, Target, normalize};
 use crate::rbac;
 use crate::source::api::ApiSource;
-use crate::source::dns::{DnsSource, build_resolver, service_fqdn};
+use crate::source::dns::{DnsSource, service_fqdn};
 use crate::source::{SourceState, publish_failure};
 
 /// Why discovery could not start.
@@ -136,17 +136,9 @@ impl Discovery {
             }
             Mode::Dns => {
                 let (target, rule) = mapper.resolve(&service)?;
-                let resolver = build_resolver(&cfg.dns).map_err(Error::Resolver)?;
+                let source =
+                    DnsSource::new(cfg, target.clone(), metrics.clone(), key.clone()).map_err(Error::Resolver)?;
                 let (tx, rx) = watch::channel(SourceState::new(Source::Dns));
-                let source = DnsSource {
-                    resolver,
-                    target: target.clone(),
-                    cfg: cfg.dns.clone(),
-                    fallback_port: cfg.fallback_port,
-                    backoff: cfg.backoff,
-                    metrics: metrics.clone(),
-                    key: key.clone(),
-                };
                 tasks.push(tokio::spawn(source.run(tx).instrument(span.clone())));
                 tasks.push(tokio::spawn(run_dns_mode(rx, publisher).instrument(span.clone())));
                 (target, rule)
@@ -189,16 +181,8 @@ impl Discovery {
                         tasks.push(tokio::spawn(async move { api_tx.closed().await }));
                     }
                 }
-                let dns = match build_resolver(&cfg.dns) {
-                    Ok(resolver) => Some(DnsSource {
-                        resolver,
-                        target: target.clone(),
-                        cfg: cfg.dns.clone(),
-                        fallback_port: cfg.fallback_port,
-                        backoff: cfg.backoff,
-                        metrics: metrics.clone(),
-                        key: key.clone(),
-                    }),
+                let dns = match DnsSource::new(cfg, target.clone(), metrics.clone(), key.clone()) {
+                    Ok(source) => Some(source),
                     Err(e) => {
                         warn!(parent: &span, error = %e, "no DNS resolver: failover goes straight to the Service VIP");
                         None

@@ -235,6 +235,24 @@ pub(crate) struct DnsSource {
 }
 
 impl DnsSource {
+    /// The DNS source of `target` as `cfg` configures it, with its own resolver.
+    pub(crate) fn new(
+        cfg: &crate::DiscoveryConfig,
+        target: Target,
+        metrics: Metrics,
+        key: String,
+    ) -> Result<Self, hickory_resolver::net::NetError> {
+        Ok(DnsSource {
+            resolver: build_resolver(&cfg.dns)?,
+            target,
+            cfg: cfg.dns.clone(),
+            fallback_port: cfg.fallback_port,
+            backoff: cfg.backoff,
+            metrics,
+            key,
+        })
+    }
+
     /// Runs until the sender has no receivers.
     pub(crate) async fn run(self, tx: watch::Sender<SourceState>) {
         let mut backoff = Backoff::new(self.backoff);
