@@ -159,10 +159,16 @@ struct Inner {
 
 /// Is this failure one a retry on another endpoint can fix (the call did not reach a provider's
 /// application code, or the provider refused it while shutting down)?
+///
+/// CANCELLED is always retried: this client never cancels its own calls through a status (its
+/// deadline ends a call by other means), so a CANCELLED comes from the transport, e.g. hyper's
+/// "operation was canceled" for a request still queued on a connection that a stopping provider
+/// closed (seen in the container test when a drained provider stopped). Such a request never
+/// reached the provider.
 pub fn retryable(status: &tonic::Status) -> bool {
     match status.code() {
-        tonic::Code::Unavailable => true,
-        tonic::Code::Unknown | tonic::Code::Internal | tonic::Code::Cancelled => {
+        tonic::Code::Unavailable | tonic::Code::Cancelled => true,
+        tonic::Code::Unknown | tonic::Code::Internal => {
             let m = status.message().to_ascii_lowercase();
             ["transport error", "connection", "broken pipe", "h2 protocol error", "stream no longer needed"]
                 .iter()
@@ -365,5 +371,22 @@ impl GreeterClient {
             }
         }
         Err(last.unwrap_or(CallError::Deadline { service, deadline: policy.deadline, attempts: policy.retries + 1 }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_is_retried() {
+        assert!(retryable(&tonic::Status::unavailable("tcp connect error: Connection refused")));
+        assert!(retryable(&tonic::Status::cancelled("operation was canceled")));
+        assert!(retryable(&tonic::Status::unknown("transport error")));
+        assert!(retryable(&tonic::Status::internal("h2 protocol error: error reading a body from connection")));
+        assert!(!retryable(&tonic::Status::unimplemented("version 2.0.0 is not served here")));
+        assert!(!retryable(&tonic::Status::invalid_argument("count must be 1..=1000")));
+        assert!(!retryable(&tonic::Status::unknown("application error")));
+        assert!(!retryable(&tonic::Status::deadline_exceeded("deadline")));
     }
 }
