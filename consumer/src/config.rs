@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use discovery::config::{ConfigError, load_raw, parse_duration, parse_nonzero_duration};
+use discovery::config::{ConfigError, load_raw, parse_duration, parse_nonzero_duration, parse_var};
 use discovery::{DiscoveryConfig, ServiceRef};
 use provider::telemetry::LogFormat;
 use serde::Deserialize;
@@ -94,10 +94,7 @@ fn set<T>(
     var: &str,
     parse: impl FnOnce(&str) -> Result<T, String>,
 ) -> Result<Option<T>, ConfigError> {
-    match v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()) {
-        Some(s) => parse(&s).map(Some).map_err(|why| ConfigError::invalid(format!("CONSUMER_{var}"), s, why)),
-        None => Ok(None),
-    }
+    parse_var(v, &format!("CONSUMER_{var}"), parse)
 }
 
 impl ConsumerConfig {

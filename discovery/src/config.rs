@@ -360,16 +360,26 @@ fn invalid(var: &str, value: &str, reason: &str) -> ConfigError {
     ConfigError::Invalid { variable: format!("{ENV_PREFIX}_{var}"), value: value.to_owned(), reason: reason.to_owned() }
 }
 
+/// Parses one variable's raw text with `parse`: surrounding spaces trimmed, absent or empty gives
+/// `None`, an error names `variable` (its full name) and the value. Shared by every crate's config.
+pub fn parse_var<T>(
+    raw: Option<String>,
+    variable: &str,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<Option<T>, ConfigError> {
+    match raw.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        Some(v) => parse(v).map(Some).map_err(|why| ConfigError::invalid(variable, v, why)),
+        None => Ok(None),
+    }
+}
+
 fn opt<T>(
     raw: Option<String>,
     var: &str,
     default: T,
     parse: impl FnOnce(&str) -> Result<T, String>,
 ) -> Result<T, ConfigError> {
-    match raw {
-        Some(v) if !v.trim().is_empty() => parse(v.trim()).map_err(|why| invalid(var, &v, &why)),
-        _ => Ok(default),
-    }
+    Ok(parse_var(raw, &format!("{ENV_PREFIX}_{var}"), parse)?.unwrap_or(default))
 }
 
 /// `true/false`, `1/0`, `yes/no`, `on/off`.

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use discovery::config::{ConfigError, load_raw, parse_duration};
+use discovery::config::{ConfigError, load_raw, parse_duration, parse_var};
 use serde::Deserialize;
 
 use crate::telemetry::LogFormat;
@@ -75,18 +75,12 @@ impl ProviderConfig {
         let raw: Raw = load_raw(vars, "PROVIDER")?;
         let d = ProviderConfig::default();
         let addr = |v: Option<String>, var: &str, default: SocketAddr| -> Result<SocketAddr, ConfigError> {
-            match v.filter(|s| !s.is_empty()) {
-                Some(s) => s
-                    .parse()
-                    .map_err(|_| ConfigError::invalid(var, &s, "expected ip:port, e.g. 0.0.0.0:50051 or [::]:50051")),
-                None => Ok(default),
-            }
+            let parse =
+                |s: &str| s.parse().map_err(|_| "expected ip:port, e.g. 0.0.0.0:50051 or [::]:50051".to_owned());
+            Ok(parse_var(v, var, parse)?.unwrap_or(default))
         };
         let dur = |v: Option<String>, var: &str, default: Duration| -> Result<Duration, ConfigError> {
-            match v.filter(|s| !s.is_empty()) {
-                Some(s) => parse_duration(&s).map_err(|why| ConfigError::invalid(var, &s, why)),
-                None => Ok(default),
-            }
+            Ok(parse_var(v, var, parse_duration)?.unwrap_or(default))
         };
         let from_env = |k: &str| vars.get(k).filter(|v| !v.is_empty()).cloned();
         Ok(ProviderConfig {
@@ -103,10 +97,7 @@ impl ProviderConfig {
             ip: raw.ip.filter(|s| !s.is_empty()).or_else(|| from_env("POD_IP")).unwrap_or(d.ip),
             drain: dur(raw.drain, "PROVIDER_DRAIN", d.drain)?,
             shutdown_timeout: dur(raw.shutdown_timeout, "PROVIDER_SHUTDOWN_TIMEOUT", d.shutdown_timeout)?,
-            log_format: match raw.log_format.filter(|s| !s.is_empty()) {
-                Some(s) => s.parse().map_err(|why: String| ConfigError::invalid("PROVIDER_LOG_FORMAT", &s, why))?,
-                None => d.log_format,
-            },
+            log_format: parse_var(raw.log_format, "PROVIDER_LOG_FORMAT", str::parse)?.unwrap_or(d.log_format),
         })
     }
 }
