@@ -13,11 +13,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use discovery::adapter::diff::{Change, Differ};
-use discovery::{Discovery, EndpointKey, EndpointSet, ServiceRef};
+use discovery::{Discovery, EndpointKey, EndpointSet};
 use provider::pb::greeter_service_client::GreeterServiceClient;
 use provider::pb::{HelloReply, HelloRequest};
 use provider::{GROUP_HEADER, VERSION_HEADER};
 use rand::Rng;
+use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::{Channel, Endpoint as TonicEndpoint};
 use tower::retry::budget::{Budget, TpsBudget};
 use tracing::{debug, warn};
@@ -149,7 +150,11 @@ pub struct GreeterClient {
 #[derive(Debug)]
 struct Inner {
     discovery: Discovery,
-    service: ServiceRef,
+    /// The Dubbo service key, for errors.
+    service: String,
+    /// `tri-service-version` / `tri-service-group` values, parsed once (absent when empty).
+    version_header: Option<AsciiMetadataValue>,
+    group_header: Option<AsciiMetadataValue>,
     policy: CallPolicy,
     pool: Mutex<Pool>,
     budget: TpsBudget,
@@ -181,11 +186,15 @@ pub fn retryable(status: &tonic::Status) -> bool {
 impl GreeterClient {
     /// A client of `discovery`'s service.
     pub fn new(discovery: Discovery, policy: CallPolicy, stats: Stats) -> Self {
-        let service = discovery.service().clone();
+        let id = discovery.service();
+        let header = |v: &str| if v.is_empty() { None } else { v.parse().ok() };
+        let (service, version_header, group_header) = (id.to_string(), header(&id.version), header(&id.group));
         GreeterClient {
             inner: Arc::new(Inner {
                 discovery,
                 service,
+                version_header,
+                group_header,
                 policy,
                 pool: Mutex::new(Pool { differ: Differ::new(), version: u64::MAX, members: Vec::new() }),
                 budget: TpsBudget::new(Duration::from_secs(10), 10, policy.retry_budget),
@@ -291,13 +300,13 @@ impl GreeterClient {
     async fn call(&self, name: &str, started: Instant) -> Result<Reply, CallError> {
         let policy = self.inner.policy;
         let deadline = started + policy.deadline;
-        let service = self.inner.service.to_string();
+        let service = || self.inner.service.clone();
         let mut set = self.inner.discovery.current();
         if set.pending {
             let mut rx = self.inner.discovery.watch();
             match tokio::time::timeout_at(deadline.into(), rx.wait_for(|s| !s.pending)).await {
                 Ok(Ok(s)) => set = s.clone(),
-                _ => return Err(CallError::NotReady { service, deadline: policy.deadline }),
+                _ => return Err(CallError::NotReady { service: service(), deadline: policy.deadline }),
             }
         }
         self.sync(&set);
@@ -311,7 +320,7 @@ impl GreeterClient {
             }
             let Some(member) = self.pick(&tried) else {
                 return Err(last.unwrap_or_else(|| CallError::NoEndpoints {
-                    service: service.clone(),
+                    service: service(),
                     target: self.inner.discovery.target().to_string(),
                     origin: set.source.to_string(),
                     known: set.endpoints.len(),
@@ -320,16 +329,19 @@ impl GreeterClient {
             tried.push(member.key.clone());
             let now = Instant::now();
             if now >= deadline {
-                return Err(CallError::Deadline { service, deadline: policy.deadline, attempts: attempt - 1 });
+                return Err(CallError::Deadline {
+                    service: service(),
+                    deadline: policy.deadline,
+                    attempts: attempt - 1,
+                });
             }
             let mut req = tonic::Request::new(HelloRequest { name: name.to_owned() });
             req.set_timeout(deadline - now);
-            let (version, group) = (&self.inner.service.version, &self.inner.service.group);
-            if let (false, Ok(v)) = (version.is_empty(), version.parse()) {
-                req.metadata_mut().insert(VERSION_HEADER, v);
+            if let Some(v) = &self.inner.version_header {
+                req.metadata_mut().insert(VERSION_HEADER, v.clone());
             }
-            if let (false, Ok(g)) = (group.is_empty(), group.parse()) {
-                req.metadata_mut().insert(GROUP_HEADER, g);
+            if let Some(g) = &self.inner.group_header {
+                req.metadata_mut().insert(GROUP_HEADER, g.clone());
             }
             member.in_flight.fetch_add(1, Ordering::Relaxed);
             let mut client = GreeterServiceClient::new(member.channel.clone());
@@ -352,7 +364,7 @@ impl GreeterClient {
                     }
                     debug!(endpoint = %member.key, code = ?status.code(), message = status.message(), attempt, retry, "call failed");
                     let err = CallError::Status {
-                        service: service.clone(),
+                        service: service(),
                         endpoint: member.key.clone(),
                         status,
                         attempts: attempt,
@@ -367,10 +379,20 @@ impl GreeterClient {
                     self.inner.stats.retried();
                     last = Some(err);
                 }
-                Err(_) => return Err(CallError::Deadline { service, deadline: policy.deadline, attempts: attempt }),
+                Err(_) => {
+                    return Err(CallError::Deadline {
+                        service: service(),
+                        deadline: policy.deadline,
+                        attempts: attempt,
+                    });
+                }
             }
         }
-        Err(last.unwrap_or(CallError::Deadline { service, deadline: policy.deadline, attempts: policy.retries + 1 }))
+        Err(last.unwrap_or(CallError::Deadline {
+            service: service(),
+            deadline: policy.deadline,
+            attempts: policy.retries + 1,
+        }))
     }
 }
 
