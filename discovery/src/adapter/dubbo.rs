@@ -28,7 +28,7 @@ use tokio::sync::{Mutex, mpsc};
 use tracing::{debug, info};
 
 use crate::adapter::diff::{Change, Differ};
-use crate::{Discovery, DiscoveryConfig, Endpoint, Metrics, ServiceRef};
+use crate::{Discovery, DiscoveryConfig, EndpointKey, Metrics, ServiceRef};
 
 /// The URL scheme (and dubbo extension name).
 pub const SCHEME: &str = "kubernetes";
@@ -42,9 +42,10 @@ pub async fn install(cfg: DiscoveryConfig, metrics: Metrics) -> Result<(), StdEr
     EXTENSIONS.register::<RegistryExtension<KubernetesRegistry>>().await
 }
 
-/// The provider URL dubbo expects for one endpoint: `tri://host:port/<interface>?interface=<interface>`.
-pub fn provider_url(endpoint: &Endpoint, interface: &str) -> String {
-    format!("tri://{}:{}/{interface}?interface={interface}", endpoint.host, endpoint.port)
+/// The provider URL dubbo expects for one endpoint (`host:port`):
+/// `tri://host:port/<interface>?interface=<interface>`. Inserts and removals must use the same one.
+pub fn provider_url(endpoint: &EndpointKey, interface: &str) -> String {
+    format!("tri://{endpoint}/{interface}?interface={interface}")
 }
 
 /// A dubbo `Registry` backed by Kubernetes discovery.
@@ -107,10 +108,8 @@ impl Registry for KubernetesRegistry {
                 let set = watch.borrow_and_update().clone();
                 for change in differ.update(&set) {
                     let msg = match change {
-                        Change::Insert(_, e) => ServiceChange::Insert(provider_url(&e, &interface), ()),
-                        Change::Remove(key) => {
-                            ServiceChange::Remove(format!("tri://{key}/{interface}?interface={interface}"))
-                        }
+                        Change::Insert(key, _) => ServiceChange::Insert(provider_url(&key, &interface), ()),
+                        Change::Remove(key) => ServiceChange::Remove(provider_url(&key, &interface)),
                     };
                     if tx.send(Ok(msg)).await.is_err() {
                         return;
