@@ -1,11 +1,11 @@
 //! `consumer resolve`: the endpoint set of one Dubbo service as a table and, with `--watch`, every
 //! change as it happens.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use discovery::{Discovery, EndpointSet, Freshness};
+use discovery::{Discovery, Endpoint, EndpointKey, EndpointSet, Freshness};
 
 /// Renders one snapshot as a table.
 pub fn table(d: &Discovery, set: &EndpointSet) -> String {
@@ -52,8 +52,10 @@ pub fn table(d: &Discovery, set: &EndpointSet) -> String {
 /// `~ addr:port ready=false ...`).
 pub fn diff_lines(old: &EndpointSet, new: &EndpointSet) -> Vec<String> {
     let mut lines = Vec::new();
+    let before: HashMap<EndpointKey, &Endpoint> = old.endpoints.iter().map(|e| (e.key(), e)).collect();
+    let after: HashSet<EndpointKey> = new.endpoints.iter().map(Endpoint::key).collect();
     for e in new.endpoints.iter() {
-        match old.endpoints.iter().find(|o| o.key() == e.key()) {
+        match before.get(&e.key()) {
             None => lines.push(format!("+ {} {}", e.key(), e.name.as_deref().unwrap_or(""))),
             Some(o) if o.conditions != e.conditions => lines.push(format!(
                 "~ {} ready={} serving={} terminating={}",
@@ -66,8 +68,9 @@ pub fn diff_lines(old: &EndpointSet, new: &EndpointSet) -> Vec<String> {
         }
     }
     for o in old.endpoints.iter() {
-        if !new.endpoints.iter().any(|e| e.key() == o.key()) {
-            lines.push(format!("- {}", o.key()));
+        let key = o.key();
+        if !after.contains(&key) {
+            lines.push(format!("- {key}"));
         }
     }
     if old.source != new.source {
