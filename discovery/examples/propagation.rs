@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use discovery::testkit::{FakeApiServer, FakeDns, PodEndpoint, endpoint_slice};
-use discovery::{Discovery, DiscoveryConfig, Metrics, Mode, ServiceRef};
+use discovery::{Discovery, DiscoveryConfig, Metrics, Mode, ServiceRef, ServiceWatch};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -35,11 +35,11 @@ fn report(name: &str, mut samples: Vec<Duration>) {
     );
 }
 
-async fn until_seen(d: &Discovery, key: &str) -> Duration {
+async fn until_seen(d: &ServiceWatch, key: &str) -> Duration {
     let started = Instant::now();
     let mut rx = d.watch();
     let _ =
-        tokio::time::timeout(Duration::from_secs(60), rx.wait_for(|s| s.endpoints.iter().any(|e| e.key().0 == key)))
+        tokio::time::timeout(Duration::from_secs(60), rx.wait_for(|s| s.iter().any(|e| e.key().to_string() == key)))
             .await;
     started.elapsed()
 }
@@ -63,11 +63,14 @@ async fn main() {
     let mut cfg = DiscoveryConfig { mode: Mode::Api, namespace: "demo".into(), ..DiscoveryConfig::default() };
     cfg.api.server = Some(api.url());
     cfg.dns.server = Some(dns.addr());
-    let api_d = Discovery::start(&cfg, service.clone(), Metrics::default()).await.expect("api discovery");
+    cfg.api.allow_loopback = true;
+    let api_hub = Discovery::new(&cfg, Metrics::default()).await.expect("api discovery");
+    let api_d = api_hub.service(service.clone()).await.expect("api discovery");
     let mut dns_cfg = cfg.clone();
     dns_cfg.mode = Mode::Dns;
     dns_cfg.dns.ttl_floor = Duration::from_secs(u64::from(ttl));
-    let dns_d = Discovery::start(&dns_cfg, service, Metrics::default()).await.expect("dns discovery");
+    let dns_hub = Discovery::new(&dns_cfg, Metrics::default()).await.expect("dns discovery");
+    let dns_d = dns_hub.service(service).await.expect("dns discovery");
     api_d.ready(Duration::from_secs(10)).await.expect("api ready");
     dns_d.ready(Duration::from_secs(10)).await.expect("dns ready");
 

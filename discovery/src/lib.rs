@@ -1,42 +1,53 @@
 //! Dubbo service discovery inside Kubernetes without a registry center.
 //!
 //! A [`ServiceRef`] (interface, group, version) is mapped to a Kubernetes Service ([`Target`]) by an
-//! explicit mapping, the Service's `dubbo.apache.org/*` annotations, or a naming rule. Its endpoints
-//! come from watching EndpointSlices (API mode), cluster DNS (DNS mode) or a fixed list (static
-//! mode); API mode fails over to DNS and then to the Service VIP while the API server is unreachable.
-//! Every change is published as a versioned [`EndpointSet`] on a watch channel
-//! ([`Discovery::watch`]); adapters turn it into a tower `Change` stream (feature `tower`) or a
-//! `dubbo` crate registry (feature `dubbo`).
+//! explicit mapping, the Service's `dubbo.apache.org/*` annotations (followed live), or a naming rule.
+//! Its endpoints come from watching EndpointSlices (API mode), cluster DNS (DNS mode) or a fixed list
+//! (static mode); API mode fails over to DNS and then to the Service VIP while the API server is
+//! unreachable. One [`Discovery`] per process shares one watch per Kubernetes Service among every
+//! subscriber.
+//!
+//! Every change is published as a versioned [`EndpointSet`] snapshot (a persistent map: O(1) to
+//! clone) together with the [`Delta`]s that led to it; subscribers follow [`ServiceWatch::updates`]
+//! and apply deltas instead of diffing snapshots. Adapters turn them into a tower `Change` stream
+//! (feature `tower`), a `dubbo` crate registry (feature `dubbo`), or a balanced, zone-aware Triple
+//! client any tonic-generated client can use (feature `client`).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use discovery::{Discovery, DiscoveryConfig, Metrics, ServiceRef};
 //! let cfg = DiscoveryConfig::from_env()?;
-//! let service = ServiceRef::new("org.apache.dubbo.demo.GreeterService").with_version("1.0.0");
-//! let discovery = Discovery::start(&cfg, service, Metrics::default()).await?;
-//! for e in discovery.current().routable() {
+//! let hub = Discovery::new(&cfg, Metrics::default()).await?;
+//! let greeter = hub.service(ServiceRef::new("org.apache.dubbo.demo.GreeterService").with_version("1.0.0")).await?;
+//! for e in greeter.current().routable() {
 //!     println!("{}", e.key());
 //! }
 //! # Ok(()) }
 //! ```
 
 pub mod adapter;
-pub mod backoff;
+mod backoff;
 pub mod config;
-mod discovery;
-pub mod failover;
+mod failover;
+mod hub;
+mod listwatch;
 pub mod mapping;
 pub mod metrics;
 pub mod model;
-pub mod rbac;
-pub mod source;
+mod publish;
+mod rbac;
+mod resolution;
+mod service;
+mod source;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
-pub use config::{ConfigError, DiscoveryConfig, Mode};
-pub use discovery::{Discovery, Error, Result};
-pub use mapping::{Mapper, MappingError, MappingRule};
+pub use config::{ConfigError, DiscoveryConfig, IpFamily, Mode};
+pub use hub::{Discovery, Error, Result, ZONE_LABEL};
+pub use mapping::{MappingError, MappingRule};
 pub use metrics::Metrics;
 pub use model::{
-    Conditions, Endpoint, EndpointKey, EndpointSet, Freshness, Host, PortSpec, ServiceRef, Source, Target,
+    Conditions, Counts, Delta, Endpoint, EndpointKey, EndpointSet, Freshness, PortSpec, ServiceRef, Source, Target,
+    Update,
 };
+pub use service::{Binding, ServiceWatch, Updates};

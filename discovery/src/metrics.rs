@@ -1,5 +1,8 @@
 //! Prometheus metrics. The crate never owns a global registry: build [`Metrics`] and register it into
 //! the application's `prometheus_client` registry, or use [`Metrics::default`] to count unexported.
+//!
+//! Sets are labelled by `k8s_service` (`namespace/service:port`, one per target, shared by every
+//! Dubbo service bound to it); watches by `watch` (`endpointslices ns/svc`, `services ns`).
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
@@ -26,7 +29,7 @@ impl MetricConstructor<Histogram> for DnsBuckets {
     }
 }
 
-/// Every metric the crate records, labelled by `service` (the Dubbo service key).
+/// Every metric the crate records.
 #[derive(Clone, Debug)]
 pub struct Metrics {
     endpoints: Family<Labels, Gauge>,
@@ -34,9 +37,13 @@ pub struct Metrics {
     watch_restarts: Family<Labels, Counter>,
     dns_lookup: Family<Labels, Histogram, DnsBuckets>,
     dns_failures: Family<Labels, Counter>,
+    dns_empty_ignored: Family<Labels, Counter>,
     stale_seconds: Family<Labels, Gauge<f64, AtomicU64>>,
     active_source: Family<Labels, Gauge>,
     version: Family<Labels, Gauge>,
+    skipped: Family<Labels, Counter>,
+    mapping_warnings: Family<Labels, Counter>,
+    retargets: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -47,9 +54,13 @@ impl Default for Metrics {
             watch_restarts: Family::default(),
             dns_lookup: Family::new_with_constructor(DnsBuckets),
             dns_failures: Family::default(),
+            dns_empty_ignored: Family::default(),
             stale_seconds: Family::default(),
             active_source: Family::default(),
             version: Family::default(),
+            skipped: Family::default(),
+            mapping_warnings: Family::default(),
+            retargets: Family::default(),
         }
     }
 }
@@ -61,13 +72,18 @@ impl Metrics {
         let r = registry.sub_registry_with_prefix("discovery");
         r.register(
             "endpoints",
-            "Endpoints in the current set, by state (ready, serving, not_ready)",
+            "Endpoints in the current set, by state (ready, serving_terminating, other)",
             m.endpoints.clone(),
         );
         r.register("updates", "Endpoint sets published, by source", m.updates.clone());
-        r.register("watch_restarts", "EndpointSlice watch restarts, by reason", m.watch_restarts.clone());
+        r.register("watch_restarts", "Kubernetes watch restarts, by reason", m.watch_restarts.clone());
         r.register("dns_lookup_seconds", "Latency of one DNS resolution round", m.dns_lookup.clone());
-        r.register("dns_failures", "DNS resolution rounds that failed, by kind", m.dns_failures.clone());
+        r.register("dns_failures", "DNS queries or rounds that failed, by kind", m.dns_failures.clone());
+        r.register(
+            "dns_empty_ignored",
+            "Empty DNS answers set aside during an API outage in favour of a non-empty last-known-good set",
+            m.dns_empty_ignored.clone(),
+        );
         r.register(
             "snapshot_stale_seconds",
             "How long the served set has gone unconfirmed (0 while live)",
@@ -75,40 +91,88 @@ impl Metrics {
         );
         r.register("active_source", "1 for the source the served set comes from", m.active_source.clone());
         r.register("snapshot_version", "Version of the latest published endpoint set", m.version.clone());
+        r.register("skipped_endpoints", "Endpoints left out of EndpointSlices, by reason", m.skipped.clone());
+        r.register(
+            "mapping_warnings",
+            "Mapping problems (tied annotations, invalid port annotations)",
+            m.mapping_warnings.clone(),
+        );
+        r.register("retargets", "Dubbo services moved to another Kubernetes Service", m.retargets.clone());
         m
     }
 
-    pub(crate) fn published(&self, service: &str, set: &EndpointSet) {
-        let (ready, serving, not_ready) = set.counts();
-        for (state, n) in [("ready", ready), ("serving", serving), ("not_ready", not_ready)] {
-            self.endpoints.get_or_create(&labels(&[("service", service), ("state", state)])).set(n as i64);
+    pub(crate) fn published(&self, k8s_service: &str, set: &EndpointSet) {
+        let c = set.counts();
+        for (state, n) in [("ready", c.ready), ("serving_terminating", c.serving_terminating), ("other", c.other)] {
+            self.endpoints.get_or_create(&labels(&[("k8s_service", k8s_service), ("state", state)])).set(n as i64);
         }
-        self.updates.get_or_create(&labels(&[("service", service), ("source", set.source.as_str())])).inc();
+        self.updates.get_or_create(&labels(&[("k8s_service", k8s_service), ("source", set.source.as_str())])).inc();
         for s in [Source::Api, Source::Dns, Source::Vip, Source::Static] {
             let v = i64::from(s == set.source);
-            self.active_source.get_or_create(&labels(&[("service", service), ("source", s.as_str())])).set(v);
+            self.active_source.get_or_create(&labels(&[("k8s_service", k8s_service), ("source", s.as_str())])).set(v);
         }
-        self.version.get_or_create(&labels(&[("service", service)])).set(set.version as i64);
+        self.version.get_or_create(&labels(&[("k8s_service", k8s_service)])).set(set.version as i64);
     }
 
-    pub(crate) fn stale(&self, service: &str, seconds: f64) {
-        self.stale_seconds.get_or_create(&labels(&[("service", service)])).set(seconds);
+    pub(crate) fn stale(&self, k8s_service: &str, seconds: f64) {
+        self.stale_seconds.get_or_create(&labels(&[("k8s_service", k8s_service)])).set(seconds);
     }
 
-    pub(crate) fn watch_restart(&self, service: &str, reason: &str) {
-        self.watch_restarts.get_or_create(&labels(&[("service", service), ("reason", reason)])).inc();
+    pub(crate) fn watch_restart(&self, watch: &str, reason: &str) {
+        self.watch_restarts.get_or_create(&labels(&[("watch", watch), ("reason", reason)])).inc();
     }
 
-    pub(crate) fn dns_lookup(&self, service: &str, seconds: f64) {
-        self.dns_lookup.get_or_create(&labels(&[("service", service)])).observe(seconds);
+    pub(crate) fn dns_lookup(&self, k8s_service: &str, seconds: f64) {
+        self.dns_lookup.get_or_create(&labels(&[("k8s_service", k8s_service)])).observe(seconds);
     }
 
-    pub(crate) fn dns_failure(&self, service: &str, kind: &str) {
-        self.dns_failures.get_or_create(&labels(&[("service", service), ("kind", kind)])).inc();
+    pub(crate) fn dns_failure(&self, k8s_service: &str, kind: &str) {
+        self.dns_failures.get_or_create(&labels(&[("k8s_service", k8s_service), ("kind", kind)])).inc();
     }
 
-    /// Watch restarts so far for `service` and `reason` (for tests and benchmarks).
-    pub fn watch_restarts(&self, service: &str, reason: &str) -> u64 {
-        self.watch_restarts.get_or_create(&labels(&[("service", service), ("reason", reason)])).get()
+    pub(crate) fn dns_empty_ignored(&self, k8s_service: &str) {
+        self.dns_empty_ignored.get_or_create(&labels(&[("k8s_service", k8s_service)])).inc();
+    }
+
+    pub(crate) fn skipped(&self, reason: &str, n: u64) {
+        self.skipped.get_or_create(&labels(&[("reason", reason)])).inc_by(n);
+    }
+
+    pub(crate) fn mapping_warning(&self, kind: &str) {
+        self.mapping_warnings.get_or_create(&labels(&[("kind", kind)])).inc();
+    }
+
+    pub(crate) fn retarget(&self, service: &str) {
+        self.retargets.get_or_create(&labels(&[("service", service)])).inc();
+    }
+
+    /// Watch restarts so far for `watch` (`endpointslices ns/svc`) and `reason` (for tests).
+    pub fn watch_restarts(&self, watch: &str, reason: &str) -> u64 {
+        self.watch_restarts.get_or_create(&labels(&[("watch", watch), ("reason", reason)])).get()
+    }
+
+    /// Endpoints skipped so far for `reason` (for tests).
+    pub fn skipped_endpoints(&self, reason: &str) -> u64 {
+        self.skipped.get_or_create(&labels(&[("reason", reason)])).get()
+    }
+
+    /// Empty DNS answers set aside so far for `k8s_service` (for tests).
+    pub fn dns_empty_ignored_count(&self, k8s_service: &str) -> u64 {
+        self.dns_empty_ignored.get_or_create(&labels(&[("k8s_service", k8s_service)])).get()
+    }
+
+    /// Mapping warnings so far of `kind` (`tie`, `invalid_port`) (for tests).
+    pub fn mapping_warnings(&self, kind: &str) -> u64 {
+        self.mapping_warnings.get_or_create(&labels(&[("kind", kind)])).get()
+    }
+
+    /// DNS failures so far for `k8s_service` and `kind` (`timeout`, `server`, `no_srv`, ...).
+    pub fn dns_failures(&self, k8s_service: &str, kind: &str) -> u64 {
+        self.dns_failures.get_or_create(&labels(&[("k8s_service", k8s_service), ("kind", kind)])).get()
+    }
+
+    /// Re-targets so far for the Dubbo `service` key (for tests).
+    pub fn retargets(&self, service: &str) -> u64 {
+        self.retargets.get_or_create(&labels(&[("service", service)])).get()
     }
 }

@@ -1,8 +1,13 @@
-//! The vocabulary: what is looked up ([`ServiceRef`] → [`Target`]) and what is found ([`EndpointSet`]).
+//! The vocabulary: what is looked up ([`ServiceRef`] → [`Target`]) and what is found ([`EndpointSet`],
+//! and the [`Delta`]s between two of them).
+//!
+//! An [`EndpointSet`] is a persistent map: cloning it is O(1) and a change copies only the path to the
+//! entries it touches, so publishing one change never copies the whole table. Each set carries the
+//! last few [`Delta`]s that led to it, so a subscriber that knows version `v` can catch up to the
+//! current version by applying deltas ([`EndpointSet::deltas_since`]) instead of diffing snapshots.
 
-use std::collections::BTreeMap;
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -58,7 +63,7 @@ impl fmt::Display for ServiceRef {
 }
 
 /// Which port of the pods speaks Triple.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(untagged)]
 pub enum PortSpec {
     /// A named port (Service port name, which EndpointSlices carry, and the SRV record label).
@@ -77,7 +82,7 @@ impl fmt::Display for PortSpec {
 }
 
 /// Where a [`ServiceRef`] lives in Kubernetes.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct Target {
     /// Namespace of the Service.
     pub namespace: String,
@@ -90,26 +95,6 @@ pub struct Target {
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}:{}", self.namespace, self.service, self.port)
-    }
-}
-
-/// An endpoint's host: an address, or a name left to the connector to resolve (static and VIP modes).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(untagged)]
-pub enum Host {
-    /// An IP address.
-    Ip(IpAddr),
-    /// A host name.
-    Name(String),
-}
-
-impl fmt::Display for Host {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Host::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]"),
-            Host::Ip(ip) => write!(f, "{ip}"),
-            Host::Name(n) => f.write_str(n),
-        }
     }
 }
 
@@ -135,12 +120,17 @@ impl Conditions {
     }
 
     /// How good a duplicate is: ready beats serving beats neither.
-    pub(crate) fn rank(self) -> u8 {
+    pub fn rank(self) -> u8 {
         match (self.ready, self.serving) {
             (true, _) => 2,
             (false, true) => 1,
             (false, false) => 0,
         }
+    }
+
+    /// A fallback target when nothing is ready: still serving while terminating.
+    pub fn serving_while_terminating(self) -> bool {
+        !self.ready && self.serving && self.terminating
     }
 }
 
@@ -176,42 +166,63 @@ impl fmt::Display for Source {
     }
 }
 
+/// The identity of an endpoint: its socket address. Small and `Copy`; it is the key of every table
+/// and of the client's connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct EndpointKey(pub SocketAddr);
+
+impl EndpointKey {
+    /// The key of `ip:port`.
+    pub fn new(ip: IpAddr, port: u16) -> Self {
+        EndpointKey(SocketAddr::new(ip, port))
+    }
+}
+
+/// `ip:port`, IPv6 in brackets: usable as a URI authority.
+impl fmt::Display for EndpointKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// One provider instance.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Endpoint {
-    /// Address or host name.
-    pub host: Host,
-    /// Port that speaks Triple.
-    pub port: u16,
-    /// Pod name (API mode: `targetRef.name`), or the DNS target / hostname.
+    /// Address and port that speak Triple.
+    pub addr: SocketAddr,
+    /// Pod name (API mode: `targetRef.name`), the DNS target, or the configured host name.
     pub name: Option<String>,
     /// Node the pod runs on (API mode).
     pub node: Option<String>,
-    /// Zone (API mode).
+    /// Zone of the pod (API mode: the slice's `zone`).
     pub zone: Option<String>,
+    /// Zones this endpoint should serve (`hints.forZones` of the slice), when the Service is
+    /// topology-aware; `None` when the endpoint carries no hints.
+    pub zone_hints: Option<Vec<String>>,
+    /// Relative share of traffic (SRV weight; 1 otherwise). Zero is treated as the smallest share.
+    pub weight: u32,
     /// Conditions.
     pub conditions: Conditions,
 }
 
 impl Endpoint {
-    /// A ready endpoint with no metadata.
-    pub fn new(host: Host, port: u16) -> Self {
-        Endpoint { host, port, name: None, node: None, zone: None, conditions: Conditions::READY }
+    /// A ready endpoint with no metadata and weight 1.
+    pub fn new(addr: SocketAddr) -> Self {
+        Endpoint {
+            addr,
+            name: None,
+            node: None,
+            zone: None,
+            zone_hints: None,
+            weight: 1,
+            conditions: Conditions::READY,
+        }
     }
 
-    /// `host:port`, the stable identity of an endpoint (IPv6 in brackets).
+    /// The endpoint's identity.
     pub fn key(&self) -> EndpointKey {
-        EndpointKey(format!("{}:{}", self.host, self.port))
-    }
-}
-
-/// `host:port`, usable as an authority in a URI.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub struct EndpointKey(pub String);
-
-impl fmt::Display for EndpointKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        EndpointKey(self.addr)
     }
 }
 
@@ -227,21 +238,77 @@ pub enum Freshness {
     },
 }
 
-/// A versioned, immutable snapshot of a service's endpoints. Cheap to clone.
+/// What changed between two versions of a set.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Delta {
+    /// The version this delta applies to.
+    pub from: u64,
+    /// The version it produces.
+    pub to: u64,
+    /// Endpoints that were not in the set before.
+    pub added: Vec<Arc<Endpoint>>,
+    /// Endpoints whose data changed (conditions, zone, weight...); same key.
+    pub updated: Vec<Arc<Endpoint>>,
+    /// Endpoints that left the set.
+    pub removed: Vec<EndpointKey>,
+}
+
+impl Delta {
+    /// No endpoint changed (only the source or freshness may have).
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.updated.is_empty() && self.removed.is_empty()
+    }
+
+    /// Number of endpoints touched.
+    pub fn len(&self) -> usize {
+        self.added.len() + self.updated.len() + self.removed.len()
+    }
+}
+
+/// Counts by condition, kept up to date incrementally.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Ready endpoints.
+    pub ready: usize,
+    /// Not ready, but serving while terminating (the fallback when nothing is ready).
+    pub serving_terminating: usize,
+    /// Everything else (not ready; or serving without terminating).
+    pub other: usize,
+}
+
+impl Counts {
+    fn add(&mut self, c: Conditions, sign: isize) {
+        let slot = if c.ready {
+            &mut self.ready
+        } else if c.serving_while_terminating() {
+            &mut self.serving_terminating
+        } else {
+            &mut self.other
+        };
+        *slot = slot.saturating_add_signed(sign);
+    }
+}
+
+/// How many deltas a set remembers for late subscribers.
+pub(crate) const DELTA_LOG: usize = 32;
+
+/// A versioned, immutable snapshot of a service's endpoints. Cloning is O(1).
 #[derive(Clone, Debug)]
 pub struct EndpointSet {
-    /// Increases by one on every published change (endpoints, source or freshness).
+    /// Increases on every published change (endpoints, source or freshness). Versions come from
+    /// one process-wide counter, so they also increase when a service is re-targeted.
     pub version: u64,
     /// Where the endpoints came from.
     pub source: Source,
-    /// All known endpoints, sorted by key, each once; includes non-ready ones (see [`EndpointSet::routable`]).
-    pub endpoints: Arc<[Endpoint]>,
     /// Live or stale.
     pub freshness: Freshness,
     /// When this snapshot was published (wall clock, for display).
     pub published_at: SystemTime,
     /// True until the first answer from any source: "not known yet", as opposed to "known empty".
     pub pending: bool,
+    endpoints: imbl::OrdMap<EndpointKey, Arc<Endpoint>>,
+    counts: Counts,
+    log: imbl::Vector<Arc<Delta>>,
 }
 
 impl EndpointSet {
@@ -250,21 +317,68 @@ impl EndpointSet {
         EndpointSet {
             version: 0,
             source,
-            endpoints: Arc::from(Vec::new()),
             freshness: Freshness::Live,
             published_at: SystemTime::now(),
             pending: true,
+            endpoints: imbl::OrdMap::new(),
+            counts: Counts::default(),
+            log: imbl::Vector::new(),
         }
     }
 
-    /// The endpoints calls should go to: the ready ones; if none is ready, those still serving while
-    /// terminating (so that a Service whose every pod is being replaced still answers).
-    pub fn routable(&self) -> Vec<&Endpoint> {
-        let ready: Vec<&Endpoint> = self.endpoints.iter().filter(|e| e.conditions.ready).collect();
-        if !ready.is_empty() {
-            return ready;
+    /// A known set of `endpoints` (later duplicates of a key replace earlier ones), version 0.
+    pub fn of(source: Source, endpoints: impl IntoIterator<Item = Endpoint>) -> Self {
+        let mut set = EndpointSet { pending: false, ..EndpointSet::pending(source) };
+        for e in endpoints {
+            let e = Arc::new(e);
+            if let Some(old) = set.endpoints.insert(e.key(), e.clone()) {
+                set.counts.add(old.conditions, -1);
+            }
+            set.counts.add(e.conditions, 1);
         }
-        self.endpoints.iter().filter(|e| e.conditions.serving && e.conditions.terminating).collect()
+        set
+    }
+
+    /// Number of endpoints (routable or not).
+    pub fn len(&self) -> usize {
+        self.endpoints.len()
+    }
+
+    /// No endpoint at all.
+    pub fn is_empty(&self) -> bool {
+        self.endpoints.is_empty()
+    }
+
+    /// Every endpoint, sorted by key; includes non-ready ones (see [`EndpointSet::routable`]).
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Endpoint>> + '_ {
+        self.endpoints.values()
+    }
+
+    /// The endpoint with this key.
+    pub fn get(&self, key: &EndpointKey) -> Option<&Arc<Endpoint>> {
+        self.endpoints.get(key)
+    }
+
+    /// Counts by condition.
+    pub fn counts(&self) -> Counts {
+        self.counts
+    }
+
+    /// Whether `e` is a call target in this set: ready; or, when nothing is ready, serving while
+    /// terminating (so a Service whose every pod is being replaced still answers).
+    pub fn is_routable(&self, e: &Endpoint) -> bool {
+        routable_in(self.counts, e.conditions)
+    }
+
+    /// The endpoints calls should go to (see [`EndpointSet::is_routable`]).
+    pub fn routable(&self) -> impl Iterator<Item = &Arc<Endpoint>> + '_ {
+        let counts = self.counts;
+        self.endpoints.values().filter(move |e| routable_in(counts, e.conditions))
+    }
+
+    /// How many endpoints are routable.
+    pub fn routable_len(&self) -> usize {
+        if self.counts.ready > 0 { self.counts.ready } else { self.counts.serving_terminating }
     }
 
     /// How long the set has been stale (zero while live).
@@ -275,33 +389,129 @@ impl EndpointSet {
         }
     }
 
-    /// Counts by state: (ready, serving-but-not-ready, neither).
-    pub fn counts(&self) -> (usize, usize, usize) {
-        let mut c = (0, 0, 0);
-        for e in self.endpoints.iter() {
-            match e.conditions.rank() {
-                2 => c.0 += 1,
-                1 => c.1 += 1,
-                _ => c.2 += 1,
+    /// Whether the source is failing and this is a last-known-good set.
+    pub fn is_stale(&self) -> bool {
+        matches!(self.freshness, Freshness::Stale { .. })
+    }
+
+    /// The deltas that lead from version `from` to this set, oldest first; empty when `from` is
+    /// this version; `None` when this set no longer remembers that far back (or never came from
+    /// `from`): the subscriber must start over from this snapshot.
+    pub fn deltas_since(&self, from: u64) -> Option<Vec<Arc<Delta>>> {
+        if from == self.version {
+            return Some(Vec::new());
+        }
+        let mut out = Vec::new();
+        let mut want = self.version;
+        for d in self.log.iter().rev() {
+            if d.to != want {
+                return None;
+            }
+            out.push(d.clone());
+            if d.from == from {
+                out.reverse();
+                return Some(out);
+            }
+            want = d.from;
+        }
+        None
+    }
+
+    /// Applies `changes` (the final state of each touched key: `Some` to insert or replace, `None` to
+    /// remove) as version `to`; returns the delta (empty when nothing actually changed, in which case
+    /// the endpoints are untouched but the version still moves).
+    pub(crate) fn apply(
+        &mut self,
+        to: u64,
+        changes: impl IntoIterator<Item = (EndpointKey, Option<Arc<Endpoint>>)>,
+    ) -> Delta {
+        let mut delta = Delta { from: self.version, to, ..Delta::default() };
+        for (key, next) in changes {
+            match (self.endpoints.get(&key).cloned(), next) {
+                (None, None) => {}
+                (Some(old), None) => {
+                    self.endpoints.remove(&key);
+                    self.counts.add(old.conditions, -1);
+                    delta.removed.push(key);
+                }
+                (None, Some(new)) => {
+                    self.counts.add(new.conditions, 1);
+                    self.endpoints.insert(key, new.clone());
+                    delta.added.push(new);
+                }
+                (Some(old), Some(new)) => {
+                    if Arc::ptr_eq(&old, &new) || *old == *new {
+                        continue;
+                    }
+                    self.counts.add(old.conditions, -1);
+                    self.counts.add(new.conditions, 1);
+                    self.endpoints.insert(key, new.clone());
+                    delta.updated.push(new);
+                }
             }
         }
-        c
+        self.version = to;
+        self.published_at = SystemTime::now();
+        delta
+    }
+
+    /// The changes that turn this set's endpoints into `next`'s (O(n); for source switches and
+    /// re-lists, never per event).
+    pub(crate) fn changes_to<'a>(
+        &'a self,
+        next: impl IntoIterator<Item = &'a Arc<Endpoint>>,
+    ) -> Vec<(EndpointKey, Option<Arc<Endpoint>>)> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for e in next {
+            let key = e.key();
+            seen.insert(key);
+            match self.endpoints.get(&key) {
+                Some(old) if Arc::ptr_eq(old, e) || **old == **e => {}
+                _ => out.push((key, Some(e.clone()))),
+            }
+        }
+        out.extend(self.endpoints.keys().filter(|k| !seen.contains(*k)).map(|k| (*k, None)));
+        out
+    }
+
+    /// Records `delta` in the log (bounded), so subscribers can catch up with it.
+    pub(crate) fn remember(&mut self, delta: Delta) -> Arc<Delta> {
+        let d = Arc::new(delta);
+        self.log.push_back(d.clone());
+        while self.log.len() > DELTA_LOG {
+            self.log.pop_front();
+        }
+        d
     }
 }
 
-/// Normalises a list of endpoints: one entry per `host:port` (the best-ranked duplicate wins), sorted.
-pub fn normalize(endpoints: impl IntoIterator<Item = Endpoint>) -> Vec<Endpoint> {
-    let mut by_key: BTreeMap<EndpointKey, Endpoint> = BTreeMap::new();
-    for e in endpoints {
-        let key = e.key();
-        match by_key.get(&key) {
-            Some(old) if old.conditions.rank() >= e.conditions.rank() => {}
-            _ => {
-                by_key.insert(key, e);
-            }
+fn routable_in(counts: Counts, c: Conditions) -> bool {
+    if counts.ready > 0 { c.ready } else { c.serving_while_terminating() }
+}
+
+/// What a subscriber applies to follow a set (see `ServiceWatch::updates`).
+#[derive(Clone, Debug)]
+pub enum Update {
+    /// Replace everything with this set: the first answer, a re-targeted service, or a subscriber
+    /// that fell further behind than the set remembers.
+    Reset(EndpointSet),
+    /// Apply `deltas` in order to the previous state; `set` is the result.
+    Apply {
+        /// The snapshot after the deltas.
+        set: EndpointSet,
+        /// Oldest first; may be empty when only the source or freshness changed.
+        deltas: Vec<Arc<Delta>>,
+    },
+}
+
+impl Update {
+    /// The snapshot after this update.
+    pub fn set(&self) -> &EndpointSet {
+        match self {
+            Update::Reset(s) | Update::Apply { set: s, .. } => s,
         }
     }
-    by_key.into_values().collect()
 }
 
 #[cfg(test)]
@@ -309,14 +519,21 @@ mod tests {
     use super::*;
     use std::net::Ipv6Addr;
 
-    fn ep(ip: &str, ready: bool, serving: bool, terminating: bool) -> Endpoint {
-        let mut e = Endpoint::new(Host::Ip(ip.parse().expect("ip")), 50051);
+    fn ep(last: u8, ready: bool, serving: bool, terminating: bool) -> Arc<Endpoint> {
+        let mut e = Endpoint::new(SocketAddr::new(IpAddr::from([10, 0, 0, last]), 50051));
         e.conditions = Conditions { ready, serving, terminating };
-        e
+        Arc::new(e)
     }
 
-    fn set(eps: Vec<Endpoint>) -> EndpointSet {
-        EndpointSet { endpoints: Arc::from(eps), pending: false, ..EndpointSet::pending(Source::Api) }
+    fn key(last: u8) -> EndpointKey {
+        EndpointKey::new(IpAddr::from([10, 0, 0, last]), 50051)
+    }
+
+    fn set_of(eps: Vec<Arc<Endpoint>>) -> EndpointSet {
+        let mut s = EndpointSet { pending: false, ..EndpointSet::pending(Source::Api) };
+        let d = s.apply(1, eps.into_iter().map(|e| (e.key(), Some(e))));
+        s.remember(d);
+        s
     }
 
     #[test]
@@ -330,37 +547,73 @@ mod tests {
 
     #[test]
     fn routable_prefers_ready_then_serving_terminating() {
-        let s = set(vec![ep("10.0.0.1", true, true, false), ep("10.0.0.2", false, true, true)]);
-        let r = s.routable();
-        assert_eq!(r.len(), 1);
-        assert_eq!(r[0].key().0, "10.0.0.1:50051");
+        let s = set_of(vec![ep(1, true, true, false), ep(2, false, true, true)]);
+        assert_eq!(s.routable().map(|e| e.key()).collect::<Vec<_>>(), [key(1)]);
+        assert_eq!(s.routable_len(), 1);
 
-        let s = set(vec![ep("10.0.0.2", false, true, true), ep("10.0.0.3", false, false, false)]);
-        let r = s.routable();
-        assert_eq!(r.len(), 1, "only the serving+terminating one is a fallback");
-        assert_eq!(r[0].key().0, "10.0.0.2:50051");
-
-        let s = set(vec![ep("10.0.0.3", false, false, false)]);
-        assert!(s.routable().is_empty());
+        let s = set_of(vec![ep(2, false, true, true), ep(3, false, false, false)]);
+        assert_eq!(s.routable().map(|e| e.key()).collect::<Vec<_>>(), [key(2)], "only serving+terminating");
+        let s = set_of(vec![ep(3, false, false, false), ep(4, false, true, false)]);
+        assert_eq!(s.routable().count(), 0, "serving but not terminating is not a fallback");
+        assert_eq!(s.counts(), Counts { ready: 0, serving_terminating: 0, other: 2 });
     }
 
     #[test]
-    fn normalize_dedupes_keeping_the_best() {
-        let out = normalize(vec![
-            ep("10.0.0.2", false, false, false),
-            ep("10.0.0.1", true, true, false),
-            ep("10.0.0.2", true, true, false),
-            ep("10.0.0.2", false, true, true),
-        ]);
-        assert_eq!(out.len(), 2);
-        assert_eq!(out[0].key().0, "10.0.0.1:50051");
-        assert!(out[1].conditions.ready);
+    fn apply_classifies_and_keeps_counts() {
+        let mut s = set_of(vec![ep(1, true, true, false), ep(2, true, true, false)]);
+        let d = s.apply(
+            2,
+            vec![
+                (key(1), None),                           // removed
+                (key(2), Some(ep(2, false, true, true))), // updated
+                (key(3), Some(ep(3, true, true, false))), // added
+                (key(9), None),                           // absent: nothing
+            ],
+        );
+        assert_eq!((d.from, d.to), (1, 2));
+        assert_eq!(d.removed, [key(1)]);
+        assert_eq!(d.updated.iter().map(|e| e.key()).collect::<Vec<_>>(), [key(2)]);
+        assert_eq!(d.added.iter().map(|e| e.key()).collect::<Vec<_>>(), [key(3)]);
+        assert_eq!(s.counts(), Counts { ready: 1, serving_terminating: 1, other: 0 });
+        // the same content again is no change
+        let d = s.apply(3, vec![(key(3), Some(ep(3, true, true, false)))]);
+        assert!(d.is_empty());
+        assert_eq!(s.version, 3);
+    }
+
+    #[test]
+    fn deltas_since_walks_the_log_or_says_start_over() {
+        let mut s = set_of(vec![ep(1, true, true, false)]);
+        for v in 2..=5u8 {
+            let d = s.apply(u64::from(v), vec![(key(v), Some(ep(v, true, true, false)))]);
+            s.remember(d);
+        }
+        let ds = s.deltas_since(3).expect("remembered");
+        assert_eq!(ds.iter().map(|d| (d.from, d.to)).collect::<Vec<_>>(), [(3, 4), (4, 5)]);
+        assert_eq!(s.deltas_since(5).expect("current").len(), 0);
+        assert!(s.deltas_since(42).is_none(), "never came from 42");
+        for v in 6..(6 + DELTA_LOG as u8) {
+            let d = s.apply(u64::from(v), vec![(key(v), Some(ep(v, true, true, false)))]);
+            s.remember(d);
+        }
+        assert!(s.deltas_since(3).is_none(), "fell behind further than the log");
+    }
+
+    #[test]
+    fn clones_share_structure_and_diverge() {
+        let a = set_of((1..=200).map(|i| ep(i, true, true, false)).collect());
+        let mut b = a.clone();
+        let d = b.apply(2, vec![(key(7), None)]);
+        assert_eq!(d.removed.len(), 1);
+        assert_eq!((a.len(), b.len()), (200, 199), "the original snapshot is untouched");
+        let changes = a.changes_to(b.iter());
+        assert_eq!(changes, vec![(key(7), None)]);
     }
 
     #[test]
     fn ipv6_keys_are_bracketed() {
-        let e = Endpoint::new(Host::Ip(IpAddr::V6(Ipv6Addr::LOCALHOST)), 7);
-        assert_eq!(e.key().0, "[::1]:7");
+        let k = EndpointKey::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 7);
+        assert_eq!(k.to_string(), "[::1]:7");
     }
 
     #[test]

@@ -1,13 +1,16 @@
-//! Start-up RBAC check for API mode: SelfSubjectAccessReviews for what the watch needs, and the Role
-//! to apply when something is missing (instead of a bare 403 later).
+//! RBAC self-checks for API mode: SelfSubjectAccessReviews for what each namespace actually watched
+//! needs, and the Role (and RoleBinding) to apply when something is missing, instead of a bare 403
+//! later.
+
+use std::time::Duration;
 
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
 use kube::Client;
 use kube::api::{Api, PostParams};
 
 /// One permission the discovery crate uses.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Permission {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Permission {
     /// API group (`discovery.k8s.io`, or `""` for core).
     pub group: &'static str,
     /// Resource (`endpointslices`).
@@ -26,21 +29,30 @@ impl std::fmt::Display for Permission {
     }
 }
 
-/// What the EndpointSlice watch needs.
-pub const REQUIRED: [Permission; 2] = [
+/// What the EndpointSlice watch needs, in each namespace it watches.
+pub(crate) const FOR_SLICES: [Permission; 2] = [
     Permission { group: "discovery.k8s.io", resource: "endpointslices", verb: "list" },
     Permission { group: "discovery.k8s.io", resource: "endpointslices", verb: "watch" },
 ];
 
-/// What the annotation lookup needs (optional: without it the naming rule applies).
-pub const FOR_ANNOTATIONS: Permission = Permission { group: "", resource: "services", verb: "list" };
+/// What annotation mapping needs (optional: without it the naming rule applies).
+pub(crate) const FOR_SERVICES: [Permission; 2] = [
+    Permission { group: "", resource: "services", verb: "list" },
+    Permission { group: "", resource: "services", verb: "watch" },
+];
 
-/// Asks the API server whether this identity may do `p` in `namespace`.
-pub async fn allowed(client: &Client, namespace: &str, p: &Permission) -> Result<bool, kube::Error> {
+/// Asks the API server whether this identity may do `p` in `namespace` (cluster-wide for `None`),
+/// within `timeout`.
+pub(crate) async fn allowed(
+    client: &Client,
+    namespace: Option<&str>,
+    p: &Permission,
+    timeout: Duration,
+) -> Result<bool, String> {
     let review = SelfSubjectAccessReview {
         spec: SelfSubjectAccessReviewSpec {
             resource_attributes: Some(ResourceAttributes {
-                namespace: Some(namespace.to_owned()),
+                namespace: namespace.map(str::to_owned),
                 group: Some(p.group.to_owned()),
                 resource: Some(p.resource.to_owned()),
                 verb: Some(p.verb.to_owned()),
@@ -51,12 +63,32 @@ pub async fn allowed(client: &Client, namespace: &str, p: &Permission) -> Result
         ..Default::default()
     };
     let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
-    let answer = api.create(&PostParams::default(), &review).await?;
-    Ok(answer.status.is_some_and(|s| s.allowed))
+    match tokio::time::timeout(timeout, api.create(&PostParams::default(), &review)).await {
+        Ok(Ok(answer)) => Ok(answer.status.is_some_and(|s| s.allowed)),
+        Ok(Err(e)) => Err(format!("failed to check {p} with a SelfSubjectAccessReview: {e}")),
+        Err(_) => Err(format!("failed to check {p}: no answer within {timeout:?}")),
+    }
 }
 
-/// The Role (and RoleBinding) that grants what API mode needs, ready for `kubectl apply -f -`.
-pub fn role_yaml(namespace: &str, with_services: bool) -> String {
+/// The permissions of `wanted` that are denied in `namespace` (`Err` when the server cannot say).
+pub(crate) async fn missing(
+    client: &Client,
+    namespace: &str,
+    wanted: &[Permission],
+    timeout: Duration,
+) -> Result<Vec<Permission>, String> {
+    let mut out = Vec::new();
+    for p in wanted {
+        if !allowed(client, Some(namespace), p, timeout).await? {
+            out.push(*p);
+        }
+    }
+    Ok(out)
+}
+
+/// The Role (and RoleBinding) that grants what API mode needs in `namespace`, ready for
+/// `kubectl apply -f -`.
+pub(crate) fn role_yaml(namespace: &str, with_services: bool) -> String {
     let services = if with_services {
         "\n  - apiGroups: [\"\"]\n    resources: [\"services\"]\n    verbs: [\"get\", \"list\", \"watch\"]"
     } else {
@@ -67,7 +99,7 @@ pub fn role_yaml(namespace: &str, with_services: bool) -> String {
          - apiGroups: [\"discovery.k8s.io\"]\n    resources: [\"endpointslices\"]\n    verbs: [\"get\", \"list\", \"watch\"]{services}\n---\n\
          apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: dubbo-discovery\n  namespace: {namespace}\n\
          roleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: Role\n  name: dubbo-discovery\nsubjects:\n  \
-         - kind: ServiceAccount\n    name: <your-service-account>\n    namespace: {namespace}\n"
+         - kind: ServiceAccount\n    name: <your-service-account>\n    namespace: <its-namespace>\n"
     )
 }
 
@@ -81,7 +113,7 @@ mod tests {
         assert!(y.contains("namespace: demo"));
         assert!(y.contains("endpointslices") && y.contains("services"));
         assert!(!role_yaml("demo", false).contains("services"));
-        assert_eq!(REQUIRED[1].to_string(), "watch endpointslices.discovery.k8s.io");
-        assert_eq!(FOR_ANNOTATIONS.to_string(), "list services");
+        assert_eq!(FOR_SLICES[1].to_string(), "watch endpointslices.discovery.k8s.io");
+        assert_eq!(FOR_SERVICES[0].to_string(), "list services");
     }
 }

@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use discovery::testkit::{FakeApiServer, FakeDns, PodEndpoint};
-use discovery::{Discovery, Metrics, ServiceRef};
+use discovery::{Metrics, ServiceRef};
 use futures::StreamExt;
 use support::*;
 use tower::discover::Change;
@@ -22,10 +22,10 @@ async fn tower_changes_follow_the_routable_set() {
     let a = PodEndpoint::ready("10.1.0.1", "a");
     let b = PodEndpoint::ready("10.1.0.2", "b");
     apply(&api, "s1", "greeter-service", &[a.clone(), b.clone()]);
-    let d = Discovery::start(&api_config(&api, &dns), greeter(), Metrics::default()).await.expect("start");
-    wait_for(&d, 10, "two", |s| s.endpoints.len() == 2).await;
+    let d = start(&api_config(&api, &dns), greeter(), Metrics::default()).await.expect("start");
+    wait_for(&d, 10, "two", |s| s.len() == 2).await;
 
-    let mut changes = Box::pin(discovery::adapter::tower::changes(d.watch()));
+    let mut changes = Box::pin(discovery::adapter::tower::changes(d.updates()));
     let mut next = async || -> String {
         match tokio::time::timeout(Duration::from_secs(10), changes.next()).await {
             Ok(Some(Ok(Change::Insert(k, _)))) => format!("+{k}"),
@@ -64,8 +64,8 @@ async fn dubbo_registry_subscription_lists_provider_urls() {
     let mut cfg = api_config(&api, &dns);
     cfg.template = discovery::mapping::Template::parse("{simple}-v{major}").expect("template");
     cfg.namespace = "elsewhere".into();
-    let registry =
-        KubernetesRegistry::new("kubernetes://demo?version=1.0.0".parse().expect("url"), cfg, Metrics::default());
+    let hub = discovery::Discovery::new(&cfg, Metrics::default()).await.expect("hub");
+    let registry = KubernetesRegistry::new("kubernetes://demo?version=1.0.0".parse().expect("url"), hub);
     let url =
         "consumer://127.0.0.1:8888/org.apache.dubbo.demo.GreeterService?interface=org.apache.dubbo.demo.GreeterService"
             .parse()

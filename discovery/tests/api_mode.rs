@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use discovery::testkit::{FakeApiServer, FakeDns, PodEndpoint, service_object};
-use discovery::{Discovery, Error, Freshness, Metrics, PortSpec, ServiceRef, Source};
+use discovery::{Error, Freshness, Metrics, PortSpec, ServiceRef, Source};
 use support::*;
 
 fn greeter() -> ServiceRef {
@@ -26,18 +26,18 @@ async fn merges_250_endpoints_over_3_slices_with_pagination() {
     apply(&api, "other-x", "other", &pods("other", 9, 5));
     let mut cfg = api_config(&api, &dns);
     cfg.api.page_size = 2; // three slices in two pages: exercises `continue`
-    let d = Discovery::start(&cfg, greeter(), Metrics::default()).await.expect("start");
+    let d = start(&cfg, greeter(), Metrics::default()).await.expect("start");
     assert_eq!(d.target().service, "greeter-service", "naming rule {{simple}}");
-    let s = wait_for(&d, 10, "250 endpoints", |s| s.endpoints.len() == 250).await;
+    let s = wait_for(&d, 10, "250 endpoints", |s| s.len() == 250).await;
     assert_eq!(s.source, Source::Api);
-    assert_eq!(s.routable().len(), 250);
-    assert!(s.endpoints.iter().all(|e| e.port == 50051 && e.zone.as_deref() == Some("zone-a")));
-    assert!(!s.endpoints.iter().any(|e| e.key().0.starts_with("10.1.9.")), "other Service's slice excluded by label");
+    assert_eq!(s.routable_len(), 250);
+    assert!(s.iter().all(|e| e.addr.port() == 50051 && e.zone.as_deref() == Some("zone-a")));
+    assert!(!s.iter().any(|e| e.key().to_string().starts_with("10.1.9.")), "other Service's slice excluded by label");
 
     // a slice deleted: its 50 endpoints go, the rest stay
     assert!(api.delete_slice(NS, "greeter-service-c"));
-    let s = wait_for(&d, 10, "200 endpoints after slice delete", |s| s.endpoints.len() == 200).await;
-    assert!(!s.endpoints.iter().any(|e| e.key().0.starts_with("10.1.3.")));
+    let s = wait_for(&d, 10, "200 endpoints after slice delete", |s| s.len() == 200).await;
+    assert!(!s.iter().any(|e| e.key().to_string().starts_with("10.1.3.")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,24 +46,24 @@ async fn follows_not_ready_then_terminating_and_scale_to_zero_and_back() {
     let a = PodEndpoint::ready("10.1.0.1", "greeter-1");
     let b = PodEndpoint::ready("10.1.0.2", "greeter-2");
     apply(&api, "greeter-service-a", "greeter-service", &[a.clone(), b.clone()]);
-    let d = Discovery::start(&api_config(&api, &dns), greeter(), Metrics::default()).await.expect("start");
-    wait_for(&d, 10, "two ready", |s| s.routable().len() == 2).await;
+    let d = start(&api_config(&api, &dns), greeter(), Metrics::default()).await.expect("start");
+    wait_for(&d, 10, "two ready", |s| s.routable_len() == 2).await;
     let v0 = d.current().version;
 
     // b fails its readiness probe: listed, not routable
     apply(&api, "greeter-service-a", "greeter-service", &[a.clone(), b.clone().not_ready()]);
     let s = wait_for(&d, 10, "b not ready", |s| routable_keys(s) == ["10.1.0.1:50051"]).await;
-    assert_eq!(s.endpoints.len(), 2, "not-ready endpoints stay visible with their conditions");
+    assert_eq!(s.len(), 2, "not-ready endpoints stay visible with their conditions");
     assert!(s.version > v0);
 
     // a is deleted (terminating, still serving) and b not ready: a is the serving fallback
     apply(&api, "greeter-service-a", "greeter-service", &[a.clone().terminating(), b.clone().not_ready()]);
-    let s = wait_for(&d, 10, "terminating fallback", |s| s.endpoints.iter().any(|e| e.conditions.terminating)).await;
+    let s = wait_for(&d, 10, "terminating fallback", |s| s.iter().any(|e| e.conditions.terminating)).await;
     assert_eq!(routable_keys(&s), ["10.1.0.1:50051"], "no ready endpoint: route to serving-while-terminating");
 
     // scale to zero: an empty, live set from the API (not an outage, no failover)
     apply(&api, "greeter-service-a", "greeter-service", &[]);
-    let s = wait_for(&d, 10, "zero endpoints", |s| s.endpoints.is_empty()).await;
+    let s = wait_for(&d, 10, "zero endpoints", |s| s.is_empty()).await;
     assert_eq!(s.source, Source::Api);
     assert_eq!(s.freshness, Freshness::Live);
     assert!(!s.pending);
@@ -79,8 +79,8 @@ async fn relists_on_410_during_a_watch_with_an_atomic_swap() {
     let (api, dns) = servers().await;
     apply(&api, "greeter-service-a", "greeter-service", &pods("greeter", 1, 3));
     let metrics = Metrics::default();
-    let d = Discovery::start(&api_config(&api, &dns), greeter(), metrics.clone()).await.expect("start");
-    wait_for(&d, 10, "three", |s| s.endpoints.len() == 3).await;
+    let d = start(&api_config(&api, &dns), greeter(), metrics.clone()).await.expect("start");
+    wait_for(&d, 10, "three", |s| s.len() == 3).await;
     // The watch must be open for a 410 to reach it.
     tokio::time::timeout(Duration::from_secs(5), async {
         while api.watches() == 0 {
@@ -96,7 +96,7 @@ async fn relists_on_410_during_a_watch_with_an_atomic_swap() {
     let recorder = tokio::spawn(async move {
         let mut sizes = Vec::new();
         while rx.changed().await.is_ok() {
-            let n = rx.borrow_and_update().endpoints.len();
+            let n = rx.borrow_and_update().len();
             sizes.push(n);
             if n == 5 {
                 break;
@@ -106,41 +106,42 @@ async fn relists_on_410_during_a_watch_with_an_atomic_swap() {
     });
     api.expire_watches();
     apply(&api, "greeter-service-b", "greeter-service", &pods("greeter", 2, 2));
-    let s = wait_for(&d, 10, "five after relist", |s| s.endpoints.len() == 5).await;
+    let s = wait_for(&d, 10, "five after relist", |s| s.len() == 5).await;
     assert_eq!(s.freshness, Freshness::Live);
     let sizes = tokio::time::timeout(Duration::from_secs(5), recorder).await.expect("recorder").expect("join");
     assert!(sizes.iter().all(|n| *n == 3 || *n == 5), "no half-empty set was published: {sizes:?}");
     // The 410 and the ADDED event race on the wire; either way the client lists again.
     let relisted = tokio::time::timeout(Duration::from_secs(5), async {
-        while api.lists() == lists_before || metrics.watch_restarts(&greeter().to_string(), "gone") == 0 {
+        while api.lists() == lists_before || metrics.watch_restarts("endpointslices demo/greeter-service", "gone") == 0
+        {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await;
     assert!(relisted.is_ok(), "a 410 makes the client list again (lists {} -> {})", lists_before, api.lists());
-    assert_eq!(d.current().endpoints.len(), 5);
+    assert_eq!(d.current().len(), 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_outage_keeps_last_known_good_then_recovers() {
     let (api, dns) = servers().await;
     apply(&api, "greeter-service-a", "greeter-service", &pods("greeter", 1, 3));
-    let d = Discovery::start(&api_config(&api, &dns), greeter(), Metrics::default()).await.expect("start");
-    wait_for(&d, 10, "three", |s| s.endpoints.len() == 3).await;
+    let d = start(&api_config(&api, &dns), greeter(), Metrics::default()).await.expect("start");
+    wait_for(&d, 10, "three", |s| s.len() == 3).await;
 
     api.stop();
     let s = wait_for(&d, 10, "stale", |s| matches!(s.freshness, Freshness::Stale { .. })).await;
-    assert_eq!(s.endpoints.len(), 3, "last-known-good endpoints are kept");
+    assert_eq!(s.len(), 3, "last-known-good endpoints are kept");
     assert_eq!(s.source, Source::Api);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let s = d.current();
-    assert_eq!(s.endpoints.len(), 3);
+    assert_eq!(s.len(), 3);
     assert!(s.stale_for(std::time::Instant::now()) >= Duration::from_millis(400), "age is exposed");
 
     // changes made while this client could not see them (another API server replica)
     apply(&api, "greeter-service-a", "greeter-service", &pods("greeter", 1, 4));
     api.restart().await.expect("restart");
-    let s = wait_for(&d, 15, "recovered with 4", |s| s.freshness == Freshness::Live && s.endpoints.len() == 4).await;
+    let s = wait_for(&d, 15, "recovered with 4", |s| s.freshness == Freshness::Live && s.len() == 4).await;
     assert_eq!(s.source, Source::Api);
 }
 
@@ -178,19 +179,19 @@ async fn annotations_choose_the_service_and_its_port() {
     );
     apply(&api, "greeter-v1-x", "greeter-v1", &pods("v1", 1, 1));
     let v2 = greeter().with_version("2.0.0");
-    let d = Discovery::start(&api_config(&api, &dns), v2, Metrics::default()).await.expect("start");
+    let d = start(&api_config(&api, &dns), v2, Metrics::default()).await.expect("start");
     assert_eq!(d.target().service, "greeter-v2");
     assert_eq!(d.target().port, PortSpec::Name("grpc".into()));
     assert_eq!(d.rule(), discovery::MappingRule::Annotation);
-    let s = wait_for(&d, 10, "v2 endpoints", |s| s.endpoints.len() == 2).await;
-    assert!(s.endpoints.iter().all(|e| e.port == 7000));
+    let s = wait_for(&d, 10, "v2 endpoints", |s| s.len() == 2).await;
+    assert!(s.iter().all(|e| e.addr.port() == 7000));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rbac_denial_fails_start_with_the_role_to_apply() {
     let (api, dns) = servers().await;
     api.deny("watch", "endpointslices");
-    let err = Discovery::start(&api_config(&api, &dns), greeter(), Metrics::default()).await.expect_err("denied");
+    let err = start(&api_config(&api, &dns), greeter(), Metrics::default()).await.expect_err("denied");
     assert!(matches!(err, Error::Forbidden { .. }));
     let msg = err.to_string();
     assert!(msg.contains("watch endpointslices.discovery.k8s.io"), "{msg}");
@@ -204,12 +205,12 @@ async fn a_403_on_list_is_reported_with_what_to_grant() {
     let mut cfg = api_config(&api, &dns);
     cfg.api.rbac_check = false;
     cfg.api.failover = false;
-    let d = Discovery::start(&cfg, greeter(), Metrics::default()).await.expect("start");
+    let d = start(&cfg, greeter(), Metrics::default()).await.expect("start");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(d.current().pending, "nothing is known while forbidden");
     api.set_forbidden(false);
     apply(&api, "greeter-service-a", "greeter-service", &pods("greeter", 1, 1));
-    wait_for(&d, 10, "allowed again", |s| s.endpoints.len() == 1).await;
+    wait_for(&d, 10, "allowed again", |s| s.len() == 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -219,13 +220,13 @@ async fn watch_survives_server_side_timeouts_and_bookmarks() {
     apply(&api, "greeter-service-a", "greeter-service", &pods("greeter", 1, 1));
     let mut cfg = api_config(&api, &dns);
     cfg.api.watch_timeout = Duration::from_secs(1);
-    let d = Discovery::start(&cfg, greeter(), Metrics::default()).await.expect("start");
-    wait_for(&d, 10, "one", |s| s.endpoints.len() == 1).await;
+    let d = start(&cfg, greeter(), Metrics::default()).await.expect("start");
+    wait_for(&d, 10, "one", |s| s.len() == 1).await;
     tokio::time::sleep(Duration::from_millis(2500)).await; // at least two watch timeouts
     assert!(api.watches() >= 3, "the client watches again after each timeout (watches: {})", api.watches());
     let lists = api.lists();
     apply(&api, "greeter-service-a", "greeter-service", &pods("greeter", 1, 2));
-    wait_for(&d, 10, "two", |s| s.endpoints.len() == 2).await;
+    wait_for(&d, 10, "two", |s| s.len() == 2).await;
     assert_eq!(api.lists(), lists, "an event is applied from the watch, never by listing again");
     assert_eq!(d.current().freshness, Freshness::Live);
 }
@@ -236,8 +237,8 @@ async fn slices_written_over_http_by_a_kube_client_are_seen() {
     use kube::api::{Api, DeleteParams, PostParams};
 
     let (api, dns) = servers().await;
-    let d = Discovery::start(&api_config(&api, &dns), greeter(), Metrics::default()).await.expect("start");
-    wait_for(&d, 10, "empty", |s| !s.pending && s.endpoints.is_empty()).await;
+    let d = start(&api_config(&api, &dns), greeter(), Metrics::default()).await.expect("start");
+    wait_for(&d, 10, "empty", |s| !s.pending && s.is_empty()).await;
 
     let client = kube::Client::try_from(kube::Config::new(api.url().parse().expect("uri"))).expect("client");
     let slices: Api<EndpointSlice> = Api::namespaced(client, NS);
@@ -251,9 +252,9 @@ async fn slices_written_over_http_by_a_kube_client_are_seen() {
     .expect("slice");
     let created = slices.create(&PostParams::default(), &obj).await.expect("create");
     assert!(created.metadata.resource_version.is_some());
-    wait_for(&d, 10, "two written", |s| s.endpoints.len() == 2).await;
+    wait_for(&d, 10, "two written", |s| s.len() == 2).await;
     slices.delete("written", &DeleteParams::default()).await.expect("delete");
-    wait_for(&d, 10, "deleted", |s| s.endpoints.is_empty()).await;
+    wait_for(&d, 10, "deleted", |s| s.is_empty()).await;
     let missing = slices.delete("written", &DeleteParams::default()).await;
     assert!(matches!(missing, Err(kube::Error::Api(s)) if s.code == 404));
 }

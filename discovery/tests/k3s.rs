@@ -76,10 +76,11 @@ async fn api_mode_against_a_real_api_server() {
     let mut cfg = DiscoveryConfig { mode: Mode::Api, namespace: NS.into(), ..DiscoveryConfig::default() };
     cfg.api.failover = false;
     let service = ServiceRef::new("org.apache.dubbo.demo.GreeterService").with_version("1.0.0");
-    let d = Discovery::start_with_client(&cfg, service, Metrics::default(), client.clone()).await.expect("start");
+    let hub = Discovery::with_client(&cfg, Metrics::default(), client.clone()).await.expect("hub");
+    let d = hub.service(service).await.expect("start");
     assert_eq!(d.target().service, "greeter-v1");
     assert_eq!(d.rule(), MappingRule::Annotation);
-    wait_for(&d, 30, "two endpoints", |s| s.routable().len() == 2).await;
+    wait_for(&d, 30, "two endpoints", |s| s.routable_len() == 2).await;
 
     slices
         .replace("greeter-v1-a", &pp, &{
@@ -92,7 +93,7 @@ async fn api_mode_against_a_real_api_server() {
     wait_for(&d, 30, "one routable", |s| routable_keys(s) == ["10.42.0.10:50051"]).await;
 
     slices.create(&pp, &slice("greeter-v1-b", &[("10.42.1.10", true)])).await.expect("slice b");
-    wait_for(&d, 30, "second slice merged", |s| s.routable().len() == 2).await;
+    wait_for(&d, 30, "second slice merged", |s| s.routable_len() == 2).await;
     slices.delete("greeter-v1-a", &DeleteParams::default()).await.expect("delete");
     wait_for(&d, 30, "first slice gone", |s| routable_keys(s) == ["10.42.1.10:50051"]).await;
 }

@@ -1,17 +1,20 @@
 //! A Kubernetes registry for the `dubbo` crate (dubbo-rust 0.4): `kubernetes://` registry URLs whose
-//! subscriptions are fed by [`Discovery`] instead of a registry center.
+//! subscriptions are fed by a [`Discovery`] hub instead of a registry center. Every subscription
+//! goes through the hub: one kube client, one watch per Kubernetes Service, however many
+//! subscriptions dubbo makes (it makes one per directory it builds).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), dubbo::StdError> {
 //! let cfg = discovery::DiscoveryConfig::from_env()?;
-//! discovery::adapter::dubbo::install(cfg, discovery::Metrics::default()).await?;
+//! let hub = discovery::Discovery::new(&cfg, discovery::Metrics::default()).await?;
+//! discovery::adapter::dubbo::install(hub).await?;
 //! let url = "kubernetes://demo?version=1.0.0".parse()?;
 //! let builder = dubbo::codegen::ClientBuilder::new().with_registry(url);
 //! # let _ = builder; Ok(()) }
 //! ```
 //!
 //! Registry URL: `kubernetes://[<namespace>][?version=…&group=…&namespace=…]`. The host part (or the
-//! `namespace` parameter) overrides `DISCOVERY_NAMESPACE`; `version` and `group` complete the
+//! `namespace` parameter) overrides the hub's default namespace; `version` and `group` complete the
 //! interface that dubbo subscribes with into a [`ServiceRef`]. Providers need not register: a pod
 //! behind the Service is registered by Kubernetes, so `register`/`unregister` do nothing.
 
@@ -27,52 +30,49 @@ use dubbo::{StdError, Url};
 use tokio::sync::{Mutex, mpsc};
 use tracing::{debug, info};
 
-use crate::adapter::diff::{Change, Differ};
-use crate::{Discovery, DiscoveryConfig, EndpointKey, Metrics, ServiceRef};
+use crate::adapter::{Routable, RoutableChange};
+use crate::{Discovery, EndpointKey, ServiceRef, ServiceWatch};
 
 /// The URL scheme (and dubbo extension name).
 pub const SCHEME: &str = "kubernetes";
 
-static DEFAULTS: OnceLock<(DiscoveryConfig, Metrics)> = OnceLock::new();
+static HUB: OnceLock<Discovery> = OnceLock::new();
 
-/// Registers the `kubernetes` registry extension with dubbo, using `cfg` for every registry created
-/// from a `kubernetes://` URL. The first call's configuration wins.
-pub async fn install(cfg: DiscoveryConfig, metrics: Metrics) -> Result<(), StdError> {
-    let _ = DEFAULTS.set((cfg, metrics));
+/// Registers the `kubernetes` registry extension with dubbo, serving every registry created from a
+/// `kubernetes://` URL through `hub`. The first call's hub wins.
+pub async fn install(hub: Discovery) -> Result<(), StdError> {
+    let _ = HUB.set(hub);
     EXTENSIONS.register::<RegistryExtension<KubernetesRegistry>>().await
 }
 
-/// The provider URL dubbo expects for one endpoint (`host:port`):
-/// `tri://host:port/<interface>?interface=<interface>`. Inserts and removals must use the same one.
+/// The provider URL dubbo expects for one endpoint: `tri://ip:port/<interface>?interface=<interface>`.
+/// Inserts and removals must use the same one.
 pub fn provider_url(endpoint: &EndpointKey, interface: &str) -> String {
     format!("tri://{endpoint}/{interface}?interface={interface}")
 }
 
-/// A dubbo `Registry` backed by Kubernetes discovery.
+/// A dubbo `Registry` backed by a [`Discovery`] hub.
 #[derive(Debug)]
 pub struct KubernetesRegistry {
     url: Url,
-    cfg: DiscoveryConfig,
-    metrics: Metrics,
+    hub: Discovery,
+    namespace: Option<String>,
     version: String,
     group: String,
-    subscriptions: Mutex<HashMap<String, Discovery>>,
+    subscriptions: Mutex<HashMap<String, ServiceWatch>>,
 }
 
 impl KubernetesRegistry {
-    /// A registry for `url` (`kubernetes://…`) with `cfg` as the base configuration.
-    pub fn new(url: Url, mut cfg: DiscoveryConfig, metrics: Metrics) -> Self {
+    /// A registry for `url` (`kubernetes://…`) served by `hub`.
+    pub fn new(url: Url, hub: Discovery) -> Self {
         let namespace =
             url.query_param_by_key("namespace").or_else(|| url.host().filter(|h| !h.is_empty()).map(str::to_owned));
-        if let Some(ns) = namespace {
-            cfg.namespace = ns;
-        }
         KubernetesRegistry {
             version: url.query_param_by_key("version").unwrap_or_default(),
             group: url.query_param_by_key("group").unwrap_or_default(),
+            namespace,
             url,
-            cfg,
-            metrics,
+            hub,
             subscriptions: Mutex::new(HashMap::new()),
         }
     }
@@ -97,26 +97,28 @@ impl Registry for KubernetesRegistry {
             .ok_or_else(|| format!("subscribe URL {url} has no interface parameter"))?;
         let service =
             ServiceRef::new(interface.clone()).with_group(self.group.clone()).with_version(self.version.clone());
-        let discovery = Discovery::start(&self.cfg, service.clone(), self.metrics.clone()).await?;
-        info!(%service, target = %discovery.target(), "kubernetes registry subscribed");
+        let watch = self.hub.service_in(self.namespace.as_deref(), service.clone()).await?;
+        debug!(%service, k8s_service = %watch.target(), "kubernetes registry subscribed");
         let (tx, rx) = mpsc::channel(64);
-        let mut watch = discovery.watch();
-        self.subscriptions.lock().await.insert(interface.clone(), discovery);
+        let mut updates = watch.updates();
+        self.subscriptions.lock().await.insert(interface.clone(), watch);
         tokio::spawn(async move {
-            let mut differ = Differ::new();
+            let mut routable = Routable::new();
             loop {
-                let set = watch.borrow_and_update().clone();
-                for change in differ.update(&set) {
+                let update = tokio::select! {
+                    u = updates.next() => match u { Some(u) => u, None => return },
+                    // dubbo dropped this subscription (it builds one per directory): stop.
+                    () = tx.closed() => return,
+                };
+                for change in routable.apply(&update) {
                     let msg = match change {
-                        Change::Insert(key, _) => ServiceChange::Insert(provider_url(&key, &interface), ()),
-                        Change::Remove(key) => ServiceChange::Remove(provider_url(&key, &interface)),
+                        RoutableChange::Insert(e) => ServiceChange::Insert(provider_url(&e.key(), &interface), ()),
+                        RoutableChange::Remove(k) => ServiceChange::Remove(provider_url(&k, &interface)),
+                        RoutableChange::Update(_) => continue,
                     };
                     if tx.send(Ok(msg)).await.is_err() {
                         return;
                     }
-                }
-                if watch.changed().await.is_err() {
-                    return;
                 }
             }
         });
@@ -146,10 +148,11 @@ impl Extension for KubernetesRegistry {
     async fn create(url: Url) -> Result<Self::Target, StdError> {
         // dubbo hands over `extension://…?registry=kubernetes://…`; the registry URL is a parameter.
         let registry_url = url.query::<RegistryUrl>().map(|r| r.value()).unwrap_or(url);
-        let (cfg, metrics) = match DEFAULTS.get() {
-            Some((c, m)) => (c.clone(), m.clone()),
-            None => (DiscoveryConfig::from_env()?, Metrics::default()),
-        };
-        Ok(Box::new(KubernetesRegistry::new(registry_url, cfg, metrics)))
+        let hub = HUB
+            .get()
+            .cloned()
+            .ok_or("the kubernetes registry is not installed: call discovery::adapter::dubbo::install(hub) first")?;
+        info!(registry = %registry_url, "kubernetes registry created");
+        Ok(Box::new(KubernetesRegistry::new(registry_url, hub)))
     }
 }

@@ -1,38 +1,37 @@
-//! A `tower::discover::Change` stream over a [`Discovery`](crate::Discovery) watch, to feed a
-//! balancer such as tonic's `Channel::balance_channel` or `tower::balance::p2c::Balance`. It never
-//! yields an error (an error from a `Discover` kills the balancer): source failures are handled
-//! upstream by serving the last-known-good set.
+//! A `tower::discover::Change` stream over a service's [`Updates`], to feed a balancer such as
+//! `tower::balance::p2c::Balance` or tonic's `Channel::balance_channel`. It never yields an error
+//! (an error from a `Discover` kills the balancer): source failures are handled upstream by serving
+//! the last-known-good set. Prefer [`crate::client::Balanced`] (feature `client`) for Triple calls:
+//! it retries on other endpoints and fails fast on an empty set, which these balancers cannot.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 
 use futures::Stream;
-use tokio::sync::watch;
 use tower::discover::Change;
 
-use crate::adapter::diff::{self, Differ};
-use crate::model::{Endpoint, EndpointKey, EndpointSet};
+use crate::adapter::{Routable, RoutableChange};
+use crate::model::{Endpoint, EndpointKey};
+use crate::service::Updates;
 
-/// The changes of the routable endpoints, starting with an insert for each current one. Ends when the
-/// watch's sender is gone (the `Discovery` was dropped).
-pub fn changes(
-    rx: watch::Receiver<EndpointSet>,
-) -> impl Stream<Item = Result<Change<EndpointKey, Endpoint>, Infallible>> {
-    let state = (rx, Differ::new(), VecDeque::new(), true);
-    futures::stream::unfold(state, |(mut rx, mut differ, mut queue, mut first)| async move {
+/// The changes of the routable endpoints, starting with an insert for each current one. A change of
+/// data that keeps an endpoint routable (zone, conditions) is no change: its connection stays. Ends
+/// with the [`Updates`] stream.
+pub fn changes(updates: Updates) -> impl Stream<Item = Result<Change<EndpointKey, Endpoint>, Infallible>> {
+    let state = (updates, Routable::new(), VecDeque::new());
+    futures::stream::unfold(state, |(mut updates, mut routable, mut queue)| async move {
         loop {
             if let Some(change) = queue.pop_front() {
-                return Some((Ok(change), (rx, differ, queue, first)));
+                return Some((Ok(change), (updates, routable, queue)));
             }
-            if !first && rx.changed().await.is_err() {
-                return None;
+            let update = updates.next().await?;
+            for c in routable.apply(&update) {
+                match c {
+                    RoutableChange::Insert(e) => queue.push_back(Change::Insert(e.key(), (*e).clone())),
+                    RoutableChange::Update(_) => {}
+                    RoutableChange::Remove(k) => queue.push_back(Change::Remove(k)),
+                }
             }
-            first = false;
-            let set = rx.borrow_and_update().clone();
-            queue.extend(differ.update(&set).into_iter().map(|c| match c {
-                diff::Change::Insert(k, e) => Change::Insert(k, e),
-                diff::Change::Remove(k) => Change::Remove(k),
-            }));
         }
     })
 }

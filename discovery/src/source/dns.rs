@@ -1,10 +1,15 @@
 //! DNS mode: SRV `_<port>._tcp.<svc>.<ns>.svc.<domain>` for ports and targets, A/AAAA for
 //! addresses (with the configured port when there is no SRV record). Re-resolves when the records'
-//! TTL runs out (clamped to a floor and a ceiling, jittered), keeps the last good answer on timeout or
-//! SERVFAIL, and takes an authoritative empty answer (NXDOMAIN, NOERROR with no data) as zero endpoints.
+//! TTL runs out (clamped to a floor and a ceiling, jittered, never below the floor), keeps the last
+//! good answer on timeout or SERVFAIL, and takes an authoritative empty answer (NXDOMAIN, NOERROR
+//! with no data) as zero endpoints.
+//!
+//! A and AAAA are asked independently: one failing (an IPv6-less server answering AAAA with
+//! SERVFAIL) does not fail the round. SRV priorities are honoured (the lowest that has addresses
+//! wins; the others are backups) and weights are carried on the endpoints.
 
-use std::collections::BTreeSet;
-use std::net::IpAddr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use hickory_resolver::TokioResolver;
@@ -13,17 +18,16 @@ use hickory_resolver::lookup::Lookup;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::rr::{RData, Record, RecordType};
-use tokio::sync::watch;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::backoff::{Backoff, jitter};
 use crate::config::{BackoffConfig, DnsConfig};
 use crate::metrics::Metrics;
-use crate::model::{Endpoint, Host, PortSpec, Source, Target, normalize};
-use crate::source::{SourceState, publish_failure, publish_ok};
+use crate::model::{Endpoint, EndpointSet, Freshness, PortSpec, Source, Target};
+use crate::publish::{Meta, Publisher};
 
 /// A DNS round that could not be answered (the last good answer stays).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DnsFailure {
     /// The server did not answer in time.
     #[error("failed to resolve {name}: timed out")]
@@ -60,7 +64,7 @@ impl DnsFailure {
 }
 
 /// One successful resolution.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct DnsAnswer {
     /// What was found (possibly nothing: an authoritative empty answer).
     pub endpoints: Vec<Endpoint>,
@@ -68,6 +72,10 @@ pub struct DnsAnswer {
     pub ttl: Duration,
     /// The SRV target was the Service name itself: a ClusterIP Service, one virtual IP.
     pub vip: bool,
+    /// A named port was asked but the server has no SRV record for it: the fallback port was used.
+    pub no_srv: bool,
+    /// Queries that failed while others answered (e.g. AAAA SERVFAIL with A fine).
+    pub partial: Vec<DnsFailure>,
 }
 
 /// Builds a resolver: the configured server (UDP, with TCP on truncation), else `/etc/resolv.conf`.
@@ -87,7 +95,7 @@ pub fn build_resolver(cfg: &DnsConfig) -> Result<TokioResolver, NetError> {
     };
     let opts = builder.options_mut();
     opts.timeout = cfg.timeout;
-    opts.attempts = 1;
+    opts.attempts = cfg.attempts;
     opts.cache_size = 0;
     opts.ndots = 0;
     opts.try_tcp_on_error = true;
@@ -140,6 +148,39 @@ fn addresses<'a>(records: impl IntoIterator<Item = &'a Record>, owner: Option<&s
         .collect()
 }
 
+/// Addresses and the smallest TTL of `name`, A and AAAA asked independently: an error in one of
+/// them is reported in `partial` when the other answered, and fails the whole only when both fail.
+async fn both_families(
+    resolver: &TokioResolver,
+    name: &str,
+) -> Result<(Vec<IpAddr>, Option<u32>, Vec<DnsFailure>), DnsFailure> {
+    let (a, aaaa) = tokio::join!(resolver.lookup(name, RecordType::A), resolver.lookup(name, RecordType::AAAA));
+    let mut ips = Vec::new();
+    let mut ttl: Option<u32> = None;
+    let mut failures = Vec::new();
+    for outcome in [classify(name, a), classify(name, aaaa)] {
+        match outcome {
+            Ok(Outcome::Records(l)) => {
+                ttl = min_opt(ttl, min_ttl(l.answers()));
+                ips.extend(addresses(l.answers(), None));
+            }
+            Ok(Outcome::Empty(neg)) => ttl = min_opt(ttl, neg),
+            Err(e) => failures.push(e),
+        }
+    }
+    if failures.len() == 2 {
+        return Err(failures.swap_remove(0));
+    }
+    Ok((ips, ttl, failures))
+}
+
+fn min_opt(a: Option<u32>, b: Option<u32>) -> Option<u32> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// Resolves `target` once.
 pub async fn resolve_once(
     resolver: &TokioResolver,
@@ -148,78 +189,81 @@ pub async fn resolve_once(
     fallback_port: u16,
 ) -> Result<DnsAnswer, DnsFailure> {
     let fqdn = service_fqdn(target, &cfg.cluster_domain);
+    let mut no_srv = false;
     if let (true, PortSpec::Name(port_name)) = (cfg.srv, &target.port) {
         let srv_name = format!("_{port_name}._tcp.{fqdn}");
         match classify(&srv_name, resolver.lookup(srv_name.as_str(), RecordType::SRV).await)? {
             Outcome::Records(lookup) => return srv_answer(resolver, &lookup, &fqdn).await,
-            Outcome::Empty(_) => debug!(name = %srv_name, "no SRV record; asking A/AAAA"),
+            Outcome::Empty(_) => no_srv = true,
         }
     }
     let port = match target.port {
         PortSpec::Number(n) => n,
         PortSpec::Name(_) => fallback_port,
     };
-    let (a, aaaa) =
-        tokio::join!(resolver.lookup(fqdn.as_str(), RecordType::A), resolver.lookup(fqdn.as_str(), RecordType::AAAA));
-    let (a, aaaa) = (classify(&fqdn, a)?, classify(&fqdn, aaaa)?);
-    let mut endpoints = Vec::new();
-    let mut ttl: Option<u32> = None;
-    for outcome in [a, aaaa] {
-        match outcome {
-            Outcome::Records(l) => {
-                ttl = match (ttl, min_ttl(l.answers())) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-                endpoints.extend(addresses(l.answers(), None).into_iter().map(|ip| Endpoint::new(Host::Ip(ip), port)));
-            }
-            Outcome::Empty(neg) => ttl = ttl.or(neg),
-        }
-    }
-    Ok(DnsAnswer { endpoints: normalize(endpoints), ttl: Duration::from_secs(ttl.unwrap_or(0).into()), vip: false })
+    let (ips, ttl, partial) = both_families(resolver, &fqdn).await?;
+    let endpoints = ips.into_iter().map(|ip| Endpoint::new(SocketAddr::new(ip, port))).collect();
+    Ok(DnsAnswer { endpoints, ttl: Duration::from_secs(ttl.unwrap_or(0).into()), vip: false, no_srv, partial })
 }
 
 async fn srv_answer(resolver: &TokioResolver, lookup: &Lookup, fqdn: &str) -> Result<DnsAnswer, DnsFailure> {
-    let mut endpoints = Vec::new();
     let mut ttl = min_ttl(lookup.answers()).unwrap_or(0);
     let mut vip = false;
-    let mut seen = BTreeSet::new();
+    let mut partial = Vec::new();
+    // Lowest priority first; within one, every target with its weight.
+    let mut by_priority: BTreeMap<u16, Vec<(String, u16, u16)>> = BTreeMap::new();
     for record in lookup.answers() {
         let RData::SRV(srv) = &record.data else { continue };
         let target = srv.target.to_ascii();
-        if !seen.insert((target.clone(), srv.port)) {
-            continue;
-        }
-        if target.eq_ignore_ascii_case(fqdn) {
-            vip = true;
-        }
-        // CoreDNS puts the targets' A/AAAA records in the additional section; ask when it did not.
-        let mut ips = addresses(lookup.additionals(), Some(&target));
-        if ips.is_empty() {
-            let (a, aaaa) = tokio::join!(
-                resolver.lookup(target.as_str(), RecordType::A),
-                resolver.lookup(target.as_str(), RecordType::AAAA)
-            );
-            for outcome in [classify(&target, a)?, classify(&target, aaaa)?] {
-                if let Outcome::Records(l) = outcome {
-                    ttl = ttl.min(min_ttl(l.answers()).unwrap_or(ttl));
-                    ips.extend(addresses(l.answers(), None));
-                }
-            }
-        }
-        let name = target.trim_end_matches('.').to_owned();
-        for ip in ips {
-            let mut e = Endpoint::new(Host::Ip(ip), srv.port);
-            e.name = Some(name.clone());
-            endpoints.push(e);
+        let group = by_priority.entry(srv.priority).or_default();
+        if !group.iter().any(|(t, p, _)| *t == target && *p == srv.port) {
+            group.push((target, srv.port, srv.weight));
         }
     }
-    Ok(DnsAnswer { endpoints: normalize(endpoints), ttl: Duration::from_secs(ttl.into()), vip })
+    let mut endpoints = Vec::new();
+    for (priority, targets) in by_priority {
+        for (target, port, weight) in targets {
+            if target.eq_ignore_ascii_case(fqdn) {
+                vip = true;
+            }
+            // CoreDNS puts the targets' A/AAAA records in the additional section; ask when it did not.
+            let mut ips = addresses(lookup.additionals(), Some(&target));
+            if ips.is_empty() {
+                match both_families(resolver, &target).await {
+                    Ok((found, t, failures)) => {
+                        ttl = ttl.min(t.unwrap_or(ttl));
+                        ips = found;
+                        partial.extend(failures);
+                    }
+                    Err(e) => partial.push(e),
+                }
+            }
+            let name = target.trim_end_matches('.').to_owned();
+            for ip in ips {
+                let mut e = Endpoint::new(SocketAddr::new(ip, port));
+                e.name = Some(name.clone());
+                e.weight = u32::from(weight);
+                endpoints.push(e);
+            }
+        }
+        if !endpoints.is_empty() {
+            if priority > 0 {
+                debug!(priority, "SRV targets of a lower priority have no address; using priority {priority}");
+            }
+            break;
+        }
+    }
+    if endpoints.is_empty() && !partial.is_empty() {
+        // Targets exist but none could be resolved: that is a failure, not an empty Service.
+        return Err(partial.swap_remove(0));
+    }
+    Ok(DnsAnswer { endpoints, ttl: Duration::from_secs(ttl.into()), vip, no_srv: false, partial })
 }
 
-/// When to ask again: the TTL clamped to `[floor, ceiling]`, minus up to 10 % jitter.
+/// When to ask again: the TTL clamped to `[floor, ceiling]`, minus up to 10 % jitter, and never
+/// below the floor.
 pub fn refresh_delay(ttl: Duration, cfg: &DnsConfig) -> Duration {
-    jitter(ttl.clamp(cfg.ttl_floor, cfg.ttl_ceiling), 0.1)
+    jitter(ttl.clamp(cfg.ttl_floor, cfg.ttl_ceiling), 0.1).max(cfg.ttl_floor)
 }
 
 /// The resolve loop of one Service.
@@ -235,61 +279,82 @@ pub(crate) struct DnsSource {
 }
 
 impl DnsSource {
-    /// The DNS source of `target` as `cfg` configures it, with its own resolver.
-    pub(crate) fn new(
-        cfg: &crate::DiscoveryConfig,
-        target: Target,
-        metrics: Metrics,
-        key: String,
-    ) -> Result<Self, hickory_resolver::net::NetError> {
-        Ok(DnsSource {
-            resolver: build_resolver(&cfg.dns)?,
-            target,
-            cfg: cfg.dns.clone(),
-            fallback_port: cfg.fallback_port,
-            backoff: cfg.backoff,
-            metrics,
-            key,
-        })
+    /// Starts the loop on a task of its own, publishing to a fresh channel.
+    pub(crate) fn spawn(
+        self,
+        versions: &crate::publish::Versions,
+    ) -> (tokio::sync::watch::Receiver<EndpointSet>, tokio::task::JoinHandle<()>) {
+        use tracing::Instrument;
+        let (publisher, rx) = Publisher::new(Source::Dns, versions.clone());
+        (rx, tokio::spawn(self.run(publisher).in_current_span()))
     }
 
-    /// Runs until the sender has no receivers.
-    pub(crate) async fn run(self, tx: watch::Sender<SourceState>) {
+    /// Runs until every receiver of `publisher` is gone.
+    pub(crate) async fn run(self, mut publisher: Publisher) {
         let mut backoff = Backoff::new(self.backoff);
-        let mut warned_vip = false;
-        while !tx.is_closed() {
+        let (mut warned_vip, mut warned_srv) = (false, false);
+        let mut failing_since: Option<Instant> = None;
+        while !publisher.is_closed() {
             let started = Instant::now();
             let result = resolve_once(&self.resolver, &self.target, &self.cfg, self.fallback_port).await;
             self.metrics.dns_lookup(&self.key, started.elapsed().as_secs_f64());
             let delay = match result {
                 Ok(answer) => {
                     backoff.reset();
+                    failing_since = None;
                     if answer.vip && !warned_vip {
                         warned_vip = true;
                         warn!(
                             service = %self.key,
-                            target = %self.target,
+                            k8s_service = %self.target,
                             "the Service has a ClusterIP: one virtual IP, balanced per connection by kube-proxy; \
                              per-pod balancing is lost (use a headless Service: clusterIP: None)"
                         );
                     }
+                    if answer.no_srv {
+                        self.metrics.dns_failure(&self.key, "no_srv");
+                        if !warned_srv {
+                            warned_srv = true;
+                            warn!(
+                                service = %self.key,
+                                k8s_service = %self.target,
+                                fallback_port = self.fallback_port,
+                                "no SRV record for the named port (is the Service port named? is the server \
+                                 CoreDNS?); using A/AAAA records with DISCOVERY_FALLBACK_PORT (set \
+                                 DISCOVERY_DNS_SRV=false or a numeric DISCOVERY_PORT to silence this)"
+                            );
+                        }
+                    }
+                    for failure in &answer.partial {
+                        self.metrics.dns_failure(&self.key, failure.kind());
+                        debug!(service = %self.key, error = %failure, "one query of the round failed; the others answered");
+                    }
                     debug!(service = %self.key, endpoints = answer.endpoints.len(), ttl = ?answer.ttl, "dns answer");
                     let source = if answer.vip { Source::Vip } else { Source::Dns };
-                    publish_ok(&tx, source, answer.endpoints);
+                    let next = EndpointSet::of(source, answer.endpoints);
+                    publisher.replace(&next, Meta { source, freshness: Freshness::Live, pending: false });
                     refresh_delay(answer.ttl, &self.cfg)
                 }
                 Err(e) => {
-                    warn!(service = %self.key, error = %e, "dns lookup failed; keeping the last good answer");
+                    if failing_since.is_none() {
+                        warn!(service = %self.key, error = %e, "dns lookup failed; keeping the last good answer");
+                    } else {
+                        debug!(service = %self.key, error = %e, "dns lookup failed again");
+                    }
                     self.metrics.dns_failure(&self.key, e.kind());
-                    publish_failure(&tx, e.to_string());
+                    let since = *failing_since.get_or_insert(started);
+                    let cur = publisher.current();
+                    let meta = Meta { source: cur.source, freshness: Freshness::Stale { since }, pending: cur.pending };
+                    publisher.publish(Vec::new(), meta);
                     backoff.next_delay().min(self.cfg.ttl_ceiling)
                 }
             };
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
-                () = tx.closed() => return,
+                () = publisher.closed() => return,
             }
         }
+        info!(service = %self.key, "dns source stopped");
     }
 }
 
@@ -298,14 +363,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn refresh_is_clamped_and_jittered() {
+    fn refresh_is_clamped_jittered_and_never_below_the_floor() {
         let cfg = crate::DiscoveryConfig::default().dns;
-        let d = refresh_delay(Duration::from_secs(1), &cfg);
-        assert!(d >= Duration::from_millis(4500) && d <= Duration::from_secs(5), "floor 5 s: {d:?}");
-        let d = refresh_delay(Duration::from_secs(600), &cfg);
-        assert!(d >= Duration::from_secs(27) && d <= Duration::from_secs(30), "ceiling 30 s: {d:?}");
-        let d = refresh_delay(Duration::from_secs(10), &cfg);
-        assert!(d >= Duration::from_secs(9) && d <= Duration::from_secs(10), "ttl: {d:?}");
+        for _ in 0..200 {
+            let d = refresh_delay(Duration::from_secs(1), &cfg);
+            assert_eq!(d, Duration::from_secs(5), "a TTL under the floor waits exactly the floor: {d:?}");
+            let d = refresh_delay(Duration::from_secs(600), &cfg);
+            assert!(d >= Duration::from_secs(27) && d <= Duration::from_secs(30), "ceiling 30 s: {d:?}");
+            let d = refresh_delay(Duration::from_millis(5100), &cfg);
+            assert!(d >= Duration::from_secs(5), "jitter never goes below the floor: {d:?}");
+            let d = refresh_delay(Duration::from_secs(10), &cfg);
+            assert!(d >= Duration::from_secs(9) && d <= Duration::from_secs(10), "ttl: {d:?}");
+        }
     }
 
     #[test]

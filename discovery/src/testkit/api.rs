@@ -5,21 +5,22 @@
 //!   consistent snapshot per paginated list);
 //! - a watch from a resourceVersion streams `{"type","object"}` JSON lines over a chunked HTTP/1.1
 //!   (or HTTP/2) response: ADDED / MODIFIED / DELETED, BOOKMARK objects with only
-//!   `metadata.resourceVersion` (`addressType:""`, `endpoints:null`, `ports:null`), one more
-//!   BOOKMARK at `timeoutSeconds` before the server closes the stream;
+//!   `metadata.resourceVersion` (for slices `addressType:""`, `endpoints:null`, `ports:null`), one
+//!   more BOOKMARK at `timeoutSeconds` before the server closes the stream;
 //! - a watch from a compacted version gets HTTP 200 then an ERROR event whose object is a Status
 //!   `reason: Expired, code: 410`, and the stream ends; a paginated list from an expired continue
 //!   token gets HTTP 410;
-//! - SelfSubjectAccessReviews answer `status.allowed`, forbidden calls get a 403 Status naming the
-//!   user, verb, resource, group and namespace.
+//! - SelfSubjectAccessReviews answer `status.allowed`; forbidden calls get a 403 Status naming the
+//!   user, verb, resource, group and namespace; Nodes can be read (for zone labels).
 //!
 //! It can be stopped (connections cut, port closed), restarted on the same port with its state (as
-//! etcd keeps it), compacted, told to expire running watches, to fail requests, or to forbid.
-//! EndpointSlices and Services can be written through its methods or over HTTP (`POST`/`PUT`/`DELETE`
-//! on the same paths a real API server has), so scripts can drive it with curl.
+//! etcd keeps it), compacted, told to expire running watches, to fail requests, to forbid, to
+//! misbehave ([`Misbehaviour`]: accept a request and then reset it, or accept and stay silent), and
+//! rolled back to an older state ([`FakeApiServer::snapshot`] / [`FakeApiServer::restore`]: a
+//! lagging replica or a restored etcd). Objects can be written through its methods or over HTTP
+//! (`POST`/`PUT`/`DELETE` on the paths a real API server has), so scripts can drive it with curl.
 
 use std::collections::{BTreeMap, HashMap};
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -36,32 +37,96 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
-type Body = BoxBody<Bytes, Infallible>;
+type Body = BoxBody<Bytes, std::io::Error>;
 
 const SLICE_API: &str = "discovery.k8s.io/v1";
 const USER: &str = "system:serviceaccount:demo:consumer";
+
+/// The resources this server holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Res {
+    Slices,
+    Services,
+}
+
+impl Res {
+    fn kind(self) -> &'static str {
+        match self {
+            Res::Slices => "EndpointSlice",
+            Res::Services => "Service",
+        }
+    }
+    fn api_version(self) -> &'static str {
+        match self {
+            Res::Slices => SLICE_API,
+            Res::Services => "v1",
+        }
+    }
+    fn resource(self) -> &'static str {
+        match self {
+            Res::Slices => "endpointslices",
+            Res::Services => "services",
+        }
+    }
+    fn group(self) -> &'static str {
+        match self {
+            Res::Slices => "discovery.k8s.io",
+            Res::Services => "",
+        }
+    }
+}
+
+/// How the server treats list and watch requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Misbehaviour {
+    /// Answers properly.
+    None,
+    /// Sends the response headers (200), then resets the connection before any data: a server that
+    /// accepts and then fails.
+    AcceptThenReset,
+    /// Sends the response headers, then nothing at all, ever (no events, no bookmarks): a half-open
+    /// connection.
+    Silent,
+}
 
 #[derive(Clone, Debug)]
 struct Event {
     rv: u64,
     kind: &'static str,
+    res: Res,
     namespace: String,
     object: Value,
 }
 
-#[derive(Debug, Default)]
+/// A copy of the stored objects and version, to roll the server back to later.
+#[derive(Clone, Debug)]
+pub struct StoreSnapshot {
+    rv: u64,
+    objects: BTreeMap<(Res, String, String), Value>,
+}
+
+impl StoreSnapshot {
+    /// The resourceVersion it was taken at.
+    pub fn resource_version(&self) -> u64 {
+        self.rv
+    }
+}
+
+#[derive(Debug)]
 struct Store {
     rv: u64,
     compacted: u64,
-    slices: BTreeMap<(String, String), Value>,
-    services: BTreeMap<(String, String), Value>,
+    objects: BTreeMap<(Res, String, String), Value>,
+    nodes: BTreeMap<String, Value>,
     history: Vec<Event>,
     pages: HashMap<String, (u64, Vec<Value>)>,
     next_page: u64,
-    denied: Vec<(String, String)>,
+    denied: Vec<(Option<String>, String, String)>,
     forbidden: bool,
     fail_next: u32,
     bookmark_interval: Option<Duration>,
+    misbehaviour: Misbehaviour,
+    watch_misbehaviour: Misbehaviour,
 }
 
 #[derive(Debug)]
@@ -72,6 +137,20 @@ struct Shared {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     lists: AtomicU64,
     watches: AtomicU64,
+}
+
+/// Events kept for watches that resume from a resourceVersion (like etcd's compaction window).
+const HISTORY: usize = 20_000;
+
+impl Store {
+    fn remember(&mut self, ev: Event) {
+        self.history.push(ev);
+        if self.history.len() > HISTORY {
+            let drop = self.history.len() - HISTORY;
+            self.compacted = self.history[drop - 1].rv;
+            self.history.drain(..drop);
+        }
+    }
 }
 
 impl Shared {
@@ -103,7 +182,7 @@ impl Drop for FakeApiServer {
 impl FakeApiServer {
     /// Starts on `127.0.0.1:<free port>`.
     pub async fn start() -> std::io::Result<Self> {
-        Self::start_on("127.0.0.1:0".parse().map_err(std::io::Error::other)?).await
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
     }
 
     /// Starts on `addr`.
@@ -111,7 +190,21 @@ impl FakeApiServer {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
-            store: Mutex::new(Store { rv: 100, bookmark_interval: Some(Duration::from_secs(1)), ..Store::default() }),
+            store: Mutex::new(Store {
+                rv: 100,
+                compacted: 0,
+                objects: BTreeMap::new(),
+                nodes: BTreeMap::new(),
+                history: Vec::new(),
+                pages: HashMap::new(),
+                next_page: 0,
+                denied: Vec::new(),
+                forbidden: false,
+                fail_next: 0,
+                bookmark_interval: Some(Duration::from_secs(1)),
+                misbehaviour: Misbehaviour::None,
+                watch_misbehaviour: Misbehaviour::None,
+            }),
             events: broadcast::channel(4096).0,
             expire: broadcast::channel(16).0,
             tasks: Mutex::new(Vec::new()),
@@ -134,7 +227,7 @@ impl FakeApiServer {
                     let svc_shared = conn_shared.clone();
                     let svc = service_fn(move |req| {
                         let s = svc_shared.clone();
-                        async move { Ok::<_, Infallible>(handle(s, req).await) }
+                        async move { Ok::<_, std::convert::Infallible>(handle(s, req).await) }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), svc)
@@ -184,6 +277,14 @@ impl FakeApiServer {
         Ok(())
     }
 
+    /// Cuts every open connection (watches included) without closing the port: clients reconnect
+    /// at once.
+    pub fn drop_connections(&self) {
+        for t in self.shared.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).drain(..) {
+            t.abort();
+        }
+    }
+
     /// Forgets all history up to now: watches from older versions get 410 Gone.
     pub fn compact(&self) {
         let mut s = self.shared.store();
@@ -209,14 +310,33 @@ impl FakeApiServer {
         self.shared.store().forbidden = forbidden;
     }
 
-    /// Makes SelfSubjectAccessReviews deny `verb` on `resource`.
+    /// Makes SelfSubjectAccessReviews deny `verb` on `resource` (`endpointslices`, `services`, `nodes`)
+    /// in every namespace.
     pub fn deny(&self, verb: &str, resource: &str) {
-        self.shared.store().denied.push((verb.to_owned(), resource.to_owned()));
+        self.shared.store().denied.push((None, verb.to_owned(), resource.to_owned()));
+    }
+
+    /// Like [`FakeApiServer::deny`], in `namespace` only.
+    pub fn deny_in(&self, namespace: &str, verb: &str, resource: &str) {
+        self.shared.store().denied.push((Some(namespace.to_owned()), verb.to_owned(), resource.to_owned()));
     }
 
     /// How often running watches get a BOOKMARK (`None`: never).
     pub fn set_bookmark_interval(&self, every: Option<Duration>) {
         self.shared.store().bookmark_interval = every;
+    }
+
+    /// Makes every later list and watch request misbehave (or behave again). Running watches are
+    /// cut so that clients meet the new behaviour at once.
+    pub fn set_misbehaviour(&self, m: Misbehaviour) {
+        self.shared.store().misbehaviour = m;
+        self.drop_connections();
+    }
+
+    /// Like [`FakeApiServer::set_misbehaviour`], for watch requests only (lists answer properly).
+    pub fn set_watch_misbehaviour(&self, m: Misbehaviour) {
+        self.shared.store().watch_misbehaviour = m;
+        self.drop_connections();
     }
 
     /// List requests served so far (EndpointSlices and Services).
@@ -234,68 +354,90 @@ impl FakeApiServer {
         self.shared.store().rv
     }
 
+    /// A copy of the objects and version, for [`FakeApiServer::restore`].
+    pub fn snapshot(&self) -> StoreSnapshot {
+        let s = self.shared.store();
+        StoreSnapshot { rv: s.rv, objects: s.objects.clone() }
+    }
+
+    /// Rolls back to `snap` (objects and resourceVersion; history is lost, as after an etcd restore)
+    /// and cuts every connection.
+    pub fn restore(&self, snap: &StoreSnapshot) {
+        {
+            let mut s = self.shared.store();
+            s.rv = snap.rv;
+            s.objects = snap.objects.clone();
+            s.compacted = snap.rv;
+            s.history.clear();
+            s.pages.clear();
+        }
+        self.drop_connections();
+    }
+
     /// Creates or replaces an EndpointSlice (ADDED or MODIFIED), as the endpointslice controller does.
     pub fn apply_slice(&self, namespace: &str, slice: Value) {
-        self.shared.apply_slice(namespace, slice);
+        self.shared.apply(Res::Slices, namespace, slice);
     }
 
     /// Deletes an EndpointSlice (DELETED). Returns whether it existed.
     pub fn delete_slice(&self, namespace: &str, name: &str) -> bool {
-        self.shared.delete_slice(namespace, name).is_some()
+        self.shared.delete(Res::Slices, namespace, name).is_some()
     }
 
-    /// Creates or replaces a Service.
+    /// Creates or replaces a Service (ADDED or MODIFIED).
     pub fn apply_service(&self, namespace: &str, service: Value) {
-        self.shared.apply_service(namespace, service);
+        self.shared.apply(Res::Services, namespace, service);
+    }
+
+    /// Deletes a Service (DELETED). Returns whether it existed.
+    pub fn delete_service(&self, namespace: &str, name: &str) -> bool {
+        self.shared.delete(Res::Services, namespace, name).is_some()
+    }
+
+    /// Creates or replaces a Node with these labels.
+    pub fn apply_node(&self, name: &str, labels: &[(&str, &str)]) {
+        let labels: serde_json::Map<String, Value> = labels.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect();
+        let mut s = self.shared.store();
+        s.rv += 1;
+        let node = json!({"kind": "Node", "apiVersion": "v1", "metadata": {"name": name, "labels": labels, "resourceVersion": s.rv.to_string()}});
+        s.nodes.insert(name.to_owned(), node);
     }
 }
 
 impl Shared {
-    fn apply_slice(&self, namespace: &str, mut slice: Value) -> Value {
-        let name = slice["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+    fn apply(&self, res: Res, namespace: &str, mut object: Value) -> Value {
+        let name = object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
         let mut s = self.store();
         s.rv += 1;
         let rv = s.rv;
-        let k = (namespace.to_owned(), name);
-        let generation = s.slices.get(&k).and_then(|o| o["metadata"]["generation"].as_u64()).unwrap_or(0) + 1;
-        let kind = if s.slices.contains_key(&k) { "MODIFIED" } else { "ADDED" };
-        slice["kind"] = json!("EndpointSlice");
-        slice["apiVersion"] = json!(SLICE_API);
-        let meta = &mut slice["metadata"];
+        let k = (res, namespace.to_owned(), name);
+        let generation = s.objects.get(&k).and_then(|o| o["metadata"]["generation"].as_u64()).unwrap_or(0) + 1;
+        let kind = if s.objects.contains_key(&k) { "MODIFIED" } else { "ADDED" };
+        object["kind"] = json!(res.kind());
+        object["apiVersion"] = json!(res.api_version());
+        let meta = &mut object["metadata"];
         meta["namespace"] = json!(namespace);
         meta["resourceVersion"] = json!(rv.to_string());
         meta["generation"] = json!(generation);
         meta["uid"] = json!(format!("00000000-0000-0000-0000-{:012}", rv));
         meta["creationTimestamp"] = json!("2026-11-26T12:22:18Z");
-        s.slices.insert(k, slice.clone());
-        let ev = Event { rv, kind, namespace: namespace.to_owned(), object: slice.clone() };
-        s.history.push(ev.clone());
+        s.objects.insert(k, object.clone());
+        let ev = Event { rv, kind, res, namespace: namespace.to_owned(), object: object.clone() };
+        s.remember(ev.clone());
         let _ = self.events.send(ev);
-        slice
+        object
     }
 
-    fn delete_slice(&self, namespace: &str, name: &str) -> Option<Value> {
+    fn delete(&self, res: Res, namespace: &str, name: &str) -> Option<Value> {
         let mut s = self.store();
-        let mut obj = s.slices.remove(&(namespace.to_owned(), name.to_owned()))?;
+        let mut obj = s.objects.remove(&(res, namespace.to_owned(), name.to_owned()))?;
         s.rv += 1;
         let rv = s.rv;
         obj["metadata"]["resourceVersion"] = json!(rv.to_string());
-        let ev = Event { rv, kind: "DELETED", namespace: namespace.to_owned(), object: obj.clone() };
-        s.history.push(ev.clone());
+        let ev = Event { rv, kind: "DELETED", res, namespace: namespace.to_owned(), object: obj.clone() };
+        s.remember(ev.clone());
         let _ = self.events.send(ev);
         Some(obj)
-    }
-
-    fn apply_service(&self, namespace: &str, mut service: Value) -> Value {
-        let name = service["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-        let mut s = self.store();
-        s.rv += 1;
-        service["kind"] = json!("Service");
-        service["apiVersion"] = json!("v1");
-        service["metadata"]["namespace"] = json!(namespace);
-        service["metadata"]["resourceVersion"] = json!(s.rv.to_string());
-        s.services.insert((namespace.to_owned(), name), service.clone());
-        service
     }
 }
 
@@ -312,12 +454,27 @@ pub struct PodEndpoint {
     pub serving: Option<bool>,
     /// `conditions.terminating`.
     pub terminating: Option<bool>,
+    /// `nodeName`.
+    pub node: String,
+    /// `zone`.
+    pub zone: String,
+    /// `hints.forZones` (`None`: no hints).
+    pub hints: Option<Vec<String>>,
 }
 
 impl PodEndpoint {
-    /// A ready pod, conditions written out as the controller does.
+    /// A ready pod on `node-a` in `zone-a`, conditions written out as the controller does.
     pub fn ready(ip: impl Into<String>, pod: impl Into<String>) -> Self {
-        PodEndpoint { ip: ip.into(), pod: pod.into(), ready: Some(true), serving: Some(true), terminating: Some(false) }
+        PodEndpoint {
+            ip: ip.into(),
+            pod: pod.into(),
+            ready: Some(true),
+            serving: Some(true),
+            terminating: Some(false),
+            node: "node-a".into(),
+            zone: "zone-a".into(),
+            hints: None,
+        }
     }
 
     /// Failing its readiness probe.
@@ -329,6 +486,19 @@ impl PodEndpoint {
     /// Deleted gracefully, still serving.
     pub fn terminating(mut self) -> Self {
         (self.ready, self.serving, self.terminating) = (Some(false), Some(true), Some(true));
+        self
+    }
+
+    /// On `node` in `zone`.
+    pub fn located(mut self, node: &str, zone: &str) -> Self {
+        node.clone_into(&mut self.node);
+        zone.clone_into(&mut self.zone);
+        self
+    }
+
+    /// With `hints.forZones` (as the controller sets them for topology-aware Services).
+    pub fn hinted(mut self, zones: &[&str]) -> Self {
+        self.hints = Some(zones.iter().map(|z| (*z).to_owned()).collect());
         self
     }
 }
@@ -350,13 +520,17 @@ pub fn endpoint_slice(
                     conditions.insert(k.to_owned(), json!(v));
                 }
             }
-            json!({
+            let mut e = json!({
                 "addresses": [p.ip],
                 "conditions": conditions,
                 "targetRef": {"kind": "Pod", "namespace": "demo", "name": p.pod},
-                "nodeName": "node-a",
-                "zone": "zone-a",
-            })
+                "nodeName": p.node,
+                "zone": p.zone,
+            });
+            if let Some(h) = &p.hints {
+                e["hints"] = json!({"forZones": h.iter().map(|z| json!({"name": z})).collect::<Vec<_>>()});
+            }
+            e
         })
         .collect();
     json!({
@@ -394,13 +568,37 @@ fn status(code: u16, reason: &str, message: &str) -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message, "reason": reason, "code": code})
 }
 
+fn full(body: Bytes) -> Body {
+    Full::new(body).map_err(|never| match never {}).boxed()
+}
+
 fn json_response(code: u16, body: &Value) -> Response<Body> {
     Response::builder()
         .status(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
         .header("content-type", "application/json")
         .header("cache-control", "no-cache, private")
-        .body(Full::new(Bytes::from(body.to_string())).boxed())
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
+        .body(full(Bytes::from(body.to_string())))
+        .unwrap_or_else(|_| Response::new(full(Bytes::new())))
+}
+
+/// Headers of a 200, then a body that resets or never ends, as `m` says.
+fn misbehave(shared: &Shared, m: Misbehaviour) -> Response<Body> {
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(1);
+    let task = tokio::spawn(async move {
+        if m == Misbehaviour::AcceptThenReset {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let _ = tx.send(Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected reset"))).await;
+        } else {
+            std::future::pending::<()>().await;
+            drop(tx);
+        }
+    });
+    shared.track(task);
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json")
+        .body(BodyExt::boxed(StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        .unwrap_or_else(|_| Response::new(full(Bytes::new())))
 }
 
 fn percent_decode(s: &str) -> String {
@@ -471,6 +669,18 @@ fn strip_type_meta(mut v: Value) -> Value {
     v
 }
 
+fn forbidden(res: Res, verb: &str, ns: &str) -> Response<Body> {
+    let group = res.group();
+    let resource = if group.is_empty() { res.resource().to_owned() } else { format!("{}.{group}", res.resource()) };
+    let msg = format!(
+        "{resource} is forbidden: User \"{USER}\" cannot {verb} resource \"{}\" in API group \"{group}\" in the namespace \"{ns}\"",
+        res.resource()
+    );
+    let mut st = status(403, "Forbidden", &msg);
+    st["details"] = json!({"group": group, "kind": res.resource()});
+    json_response(403, &st)
+}
+
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let path: Vec<String> = req.uri().path().trim_matches('/').split('/').map(str::to_owned).collect();
     let q = query(&req);
@@ -482,37 +692,54 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         }
     }
     let p: Vec<&str> = path.iter().map(String::as_str).collect();
-    match (req.method(), p.as_slice()) {
+    let read = match (req.method(), p.as_slice()) {
         (&Method::GET, ["apis", "discovery.k8s.io", "v1", "namespaces", ns, "endpointslices"]) => {
-            let ns = (*ns).to_owned();
-            let verb = if matches!(q.get("watch").map(String::as_str), Some("true" | "1")) { "watch" } else { "list" };
-            if shared.store().forbidden {
-                let msg = format!(
-                    "endpointslices.discovery.k8s.io is forbidden: User \"{USER}\" cannot {verb} resource \"endpointslices\" in API group \"discovery.k8s.io\" in the namespace \"{ns}\""
-                );
-                let mut st = status(403, "Forbidden", &msg);
-                st["details"] = json!({"group": "discovery.k8s.io", "kind": "endpointslices"});
-                return json_response(403, &st);
-            }
-            if verb == "watch" { watch(shared, &ns, &q) } else { list_slices(&shared, &ns, &q) }
+            Some((Res::Slices, *ns))
         }
-        (&Method::GET, ["api", "v1", "namespaces", ns, "services"]) => {
-            shared.lists.fetch_add(1, Ordering::Relaxed);
+        (&Method::GET, ["api", "v1", "namespaces", ns, "services"]) => Some((Res::Services, *ns)),
+        _ => None,
+    };
+    if let Some((res, ns)) = read {
+        let verb = if matches!(q.get("watch").map(String::as_str), Some("true" | "1")) { "watch" } else { "list" };
+        let (forbid, misbehaviour) = {
             let s = shared.store();
-            let items: Vec<Value> =
-                s.services.iter().filter(|((n, _), _)| n == ns).map(|(_, v)| strip_type_meta(v.clone())).collect();
-            json_response(
-                200,
-                &json!({"kind": "ServiceList", "apiVersion": "v1", "metadata": {"resourceVersion": s.rv.to_string()}, "items": items}),
-            )
+            let m = if verb == "watch" && s.watch_misbehaviour != Misbehaviour::None {
+                s.watch_misbehaviour
+            } else {
+                s.misbehaviour
+            };
+            (s.forbidden && res == Res::Slices, m)
+        };
+        if forbid {
+            return forbidden(res, verb, ns);
         }
+        if verb == "watch" {
+            shared.watches.fetch_add(1, Ordering::Relaxed);
+        } else {
+            shared.lists.fetch_add(1, Ordering::Relaxed);
+        }
+        if misbehaviour != Misbehaviour::None {
+            return misbehave(&shared, misbehaviour);
+        }
+        return if verb == "watch" { watch(shared, res, ns, &q).await } else { list(&shared, res, ns, &q) };
+    }
+    match (req.method(), p.as_slice()) {
+        (&Method::GET, ["api", "v1", "nodes", name]) => match shared.store().nodes.get(*name) {
+            Some(node) => json_response(200, node),
+            None => json_response(404, &status(404, "NotFound", &format!("nodes \"{name}\" not found"))),
+        },
         (&Method::POST, ["apis", "authorization.k8s.io", "v1", "selfsubjectaccessreviews"]) => {
             let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
             let review: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             let attrs = &review["spec"]["resourceAttributes"];
             let verb = attrs["verb"].as_str().unwrap_or_default();
             let resource = attrs["resource"].as_str().unwrap_or_default();
-            let denied = shared.store().denied.iter().any(|(v, r)| v == verb && r == resource);
+            let namespace = attrs["namespace"].as_str();
+            let denied = shared
+                .store()
+                .denied
+                .iter()
+                .any(|(n, v, r)| v == verb && r == resource && n.as_deref().is_none_or(|n| Some(n) == namespace));
             let status = if denied {
                 json!({"allowed": false})
             } else {
@@ -531,30 +758,41 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         }
         (&Method::POST, ["apis", "discovery.k8s.io", "v1", "namespaces", ns, "endpointslices"])
         | (&Method::PUT, ["apis", "discovery.k8s.io", "v1", "namespaces", ns, "endpointslices", _]) => {
-            let created = req.method() == Method::POST;
-            let ns = (*ns).to_owned();
-            match read_object(req).await {
-                Ok(obj) => json_response(if created { 201 } else { 200 }, &shared.apply_slice(&ns, obj)),
-                Err(resp) => resp,
-            }
+            write(shared.clone(), Res::Slices, ns, req).await
+        }
+        (&Method::POST, ["api", "v1", "namespaces", ns, "services"])
+        | (&Method::PUT, ["api", "v1", "namespaces", ns, "services", _]) => {
+            write(shared.clone(), Res::Services, ns, req).await
         }
         (&Method::DELETE, ["apis", "discovery.k8s.io", "v1", "namespaces", ns, "endpointslices", name]) => {
-            match shared.delete_slice(ns, name) {
-                Some(obj) => json_response(200, &obj),
-                None => json_response(
-                    404,
-                    &status(404, "NotFound", &format!("endpointslices.discovery.k8s.io \"{name}\" not found")),
-                ),
-            }
+            remove(&shared, Res::Slices, ns, name)
         }
-        (&Method::POST, ["api", "v1", "namespaces", ns, "services"]) => {
-            let ns = (*ns).to_owned();
-            match read_object(req).await {
-                Ok(obj) => json_response(201, &shared.apply_service(&ns, obj)),
-                Err(resp) => resp,
-            }
+        (&Method::DELETE, ["api", "v1", "namespaces", ns, "services", name]) => {
+            remove(&shared, Res::Services, ns, name)
         }
         _ => json_response(404, &status(404, "NotFound", "the server could not find the requested resource")),
+    }
+}
+
+async fn write(shared: Arc<Shared>, res: Res, ns: &str, req: Request<Incoming>) -> Response<Body> {
+    let created = req.method() == Method::POST;
+    match read_object(req).await {
+        Ok(obj) => json_response(if created { 201 } else { 200 }, &shared.apply(res, ns, obj)),
+        Err(resp) => resp,
+    }
+}
+
+fn remove(shared: &Shared, res: Res, ns: &str, name: &str) -> Response<Body> {
+    match shared.delete(res, ns, name) {
+        Some(obj) => json_response(200, &obj),
+        None => {
+            let what = if res.group().is_empty() {
+                res.resource().to_owned()
+            } else {
+                format!("{}.{}", res.resource(), res.group())
+            };
+            json_response(404, &status(404, "NotFound", &format!("{what} \"{name}\" not found")))
+        }
     }
 }
 
@@ -569,8 +807,7 @@ async fn read_object(req: Request<Incoming>) -> Result<Value, Response<Body>> {
     Ok(obj)
 }
 
-fn list_slices(shared: &Shared, ns: &str, q: &HashMap<String, String>) -> Response<Body> {
-    shared.lists.fetch_add(1, Ordering::Relaxed);
+fn list(shared: &Shared, res: Res, ns: &str, q: &HashMap<String, String>) -> Response<Body> {
     let mut s = shared.store();
     let (rv, mut items) = match q.get("continue").filter(|c| !c.is_empty()) {
         Some(token) => match s.pages.remove(token) {
@@ -589,9 +826,9 @@ fn list_slices(shared: &Shared, ns: &str, q: &HashMap<String, String>) -> Respon
         None => {
             let selector = q.get("labelSelector").cloned().unwrap_or_default();
             let items: Vec<Value> = s
-                .slices
+                .objects
                 .iter()
-                .filter(|((n, _), v)| n == ns && selector_matches(&selector, &v["metadata"]["labels"]))
+                .filter(|((r, n, _), v)| *r == res && n == ns && selector_matches(&selector, &v["metadata"]["labels"]))
                 .map(|(_, v)| strip_type_meta(v.clone()))
                 .collect();
             (s.rv, items)
@@ -609,7 +846,7 @@ fn list_slices(shared: &Shared, ns: &str, q: &HashMap<String, String>) -> Respon
     }
     json_response(
         200,
-        &json!({"kind": "EndpointSliceList", "apiVersion": SLICE_API, "metadata": metadata, "items": items}),
+        &json!({"kind": format!("{}List", res.kind()), "apiVersion": res.api_version(), "metadata": metadata, "items": items}),
     )
 }
 
@@ -619,26 +856,55 @@ fn line(kind: &str, object: &Value) -> Bytes {
     Bytes::from(s)
 }
 
-fn bookmark(rv: u64) -> Bytes {
-    line(
-        "BOOKMARK",
-        &json!({"kind": "EndpointSlice", "apiVersion": SLICE_API, "metadata": {"resourceVersion": rv.to_string(), "creationTimestamp": null}, "addressType": "", "endpoints": null, "ports": null}),
-    )
+fn bookmark(res: Res, rv: u64) -> Bytes {
+    let mut object = json!({"kind": res.kind(), "apiVersion": res.api_version(), "metadata": {"resourceVersion": rv.to_string(), "creationTimestamp": null}});
+    if res == Res::Slices {
+        object["addressType"] = json!("");
+        object["endpoints"] = Value::Null;
+        object["ports"] = Value::Null;
+    }
+    line("BOOKMARK", &object)
+}
+
+async fn too_large(shared: &Shared, asked: u64) -> Option<Response<Body>> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while shared.store().rv < asked {
+        if tokio::time::Instant::now() >= deadline {
+            let current = shared.store().rv;
+            return Some(too_large_status(asked, current));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+fn too_large_status(asked: u64, current: u64) -> Response<Body> {
+    let mut st = status(504, "Timeout", &format!("Too large resource version: {asked}, current: {current}"));
+    st["details"] = json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1});
+    json_response(504, &st)
 }
 
 fn expired() -> Bytes {
     line("ERROR", &status(410, "Expired", "The resourceVersion for the provided watch is too old."))
 }
 
-fn watch(shared: Arc<Shared>, ns: &str, q: &HashMap<String, String>) -> Response<Body> {
-    shared.watches.fetch_add(1, Ordering::Relaxed);
+async fn watch(shared: Arc<Shared>, res: Res, ns: &str, q: &HashMap<String, String>) -> Response<Body> {
     let selector = q.get("labelSelector").cloned().unwrap_or_default();
     let bookmarks = matches!(q.get("allowWatchBookmarks").map(String::as_str), Some("true" | "1"));
     let timeout = q.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).map(Duration::from_secs);
     let from = q.get("resourceVersion").cloned().unwrap_or_default();
-    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(256);
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(1024);
     let ns = ns.to_owned();
-    let matches = move |e: &Event| e.namespace == ns && selector_matches(&selector, &e.object["metadata"]["labels"]);
+    let matches = move |e: &Event| {
+        e.res == res && e.namespace == ns && selector_matches(&selector, &e.object["metadata"]["labels"])
+    };
+    // What kube-apiserver's watch cache does when asked for a version it has not reached (a
+    // rolled-back or lagging server): wait up to 3 s for it, then 504.
+    if let Ok(asked) = from.parse::<u64>()
+        && let Some(refused) = too_large(&shared, asked).await
+    {
+        return refused;
+    }
     // Under the store lock: the replay and the live subscription meet without a gap.
     let (replay, mut live, mut expire, start_rv, interval) = {
         let s = shared.store();
@@ -646,12 +912,13 @@ fn watch(shared: Arc<Shared>, ns: &str, q: &HashMap<String, String>) -> Response
         let expire = shared.expire.subscribe();
         let replay: Result<Vec<Event>, ()> = match from.as_str() {
             "" | "0" => Ok(s
-                .slices
-                .values()
-                .map(|o| Event {
+                .objects
+                .iter()
+                .map(|((r, n, _), o)| Event {
                     rv: s.rv,
                     kind: "ADDED",
-                    namespace: o["metadata"]["namespace"].as_str().unwrap_or("").to_owned(),
+                    res: *r,
+                    namespace: n.clone(),
                     object: o.clone(),
                 })
                 .filter(|e| matches(e))
@@ -720,14 +987,14 @@ fn watch(shared: Arc<Shared>, ns: &str, q: &HashMap<String, String>) -> Response
                 }
                 () = next_tick, if bookmarks => {
                     let rv = producer_shared.store().rv.max(last);
-                    if !send(bookmark(rv)).await {
+                    if !send(bookmark(res, rv)).await {
                         return;
                     }
                 }
                 () = until_deadline => {
                     if bookmarks {
                         let rv = producer_shared.store().rv.max(last);
-                        let _ = send(bookmark(rv)).await;
+                        let _ = send(bookmark(res, rv)).await;
                     }
                     return;
                 }
@@ -741,7 +1008,7 @@ fn watch(shared: Arc<Shared>, ns: &str, q: &HashMap<String, String>) -> Response
         .header("content-type", "application/json")
         .header("cache-control", "no-cache, private")
         .body(BodyExt::boxed(StreamBody::new(stream)))
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
+        .unwrap_or_else(|_| Response::new(full(Bytes::new())))
 }
 
 #[cfg(test)]

@@ -32,6 +32,8 @@ pub enum Behaviour {
 struct Zone {
     records: HashMap<(String, RecordType), Vec<Record>>,
     behaviour: Behaviour,
+    /// Behaviour for one record type only (e.g. AAAA SERVFAIL while A answers).
+    by_type: HashMap<RecordType, Behaviour>,
     negative_ttl: u32,
     domain: String,
 }
@@ -92,6 +94,7 @@ impl FakeDns {
         let zone = Arc::new(Mutex::new(Zone {
             records: HashMap::new(),
             behaviour: Behaviour::Normal,
+            by_type: HashMap::new(),
             negative_ttl: 5,
             domain: key(domain),
         }));
@@ -150,6 +153,28 @@ impl FakeDns {
     /// Changes how it answers.
     pub fn set_behaviour(&self, b: Behaviour) {
         self.lock().behaviour = b;
+    }
+
+    /// Changes how it answers queries of one record type (`Normal` restores the default).
+    pub fn set_type_behaviour(&self, t: RecordType, b: Behaviour) {
+        let mut z = self.lock();
+        if b == Behaviour::Normal {
+            z.by_type.remove(&t);
+        } else {
+            z.by_type.insert(t, b);
+        }
+    }
+
+    /// Replaces the SRV records of `name` with `(priority, weight, port, target)` entries.
+    pub fn set_srv_records(&self, name_: &str, records: &[(u16, u16, u16, &str)], ttl: u32) {
+        let n = name(name_);
+        let recs = records
+            .iter()
+            .map(|(priority, weight, port, t)| {
+                Record::from_rdata(n.clone(), ttl, RData::SRV(SRV::new(*priority, *weight, *port, name(t))))
+            })
+            .collect();
+        self.lock().records.insert((key(name_), RecordType::SRV), recs);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Zone> {
@@ -235,7 +260,8 @@ fn build(zone: &Mutex<Zone>, request: &Message) -> Option<Vec<u8>> {
     resp.metadata.authoritative = true;
     resp.metadata.recursion_desired = request.metadata.recursion_desired;
     resp.add_queries(request.queries.clone());
-    match z.behaviour {
+    let behaviour = request.queries.first().and_then(|q| z.by_type.get(&q.query_type)).copied().unwrap_or(z.behaviour);
+    match behaviour {
         Behaviour::Silent => return None,
         Behaviour::ServFail => {
             resp.metadata.response_code = ResponseCode::ServFail;

@@ -6,5 +6,6 @@
 pub mod api;
 pub mod dns;
 
-pub use api::{FakeApiServer, PodEndpoint, endpoint_slice, service_object};
+pub use api::{FakeApiServer, Misbehaviour, PodEndpoint, StoreSnapshot, endpoint_slice, service_object};
 pub use dns::{Behaviour, FakeDns};
+pub use hickory_proto::rr::RecordType;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use discovery::config::BackoffConfig;
 use discovery::testkit::{FakeApiServer, FakeDns, PodEndpoint, endpoint_slice};
-use discovery::{Discovery, DiscoveryConfig, EndpointSet, Mode};
+use discovery::{Discovery, DiscoveryConfig, EndpointSet, Metrics, Mode, ServiceRef, ServiceWatch};
 
 pub const NS: &str = "demo";
 pub const DOMAIN: &str = "cluster.local";
@@ -24,6 +24,9 @@ pub fn api_config(api: &FakeApiServer, dns: &FakeDns) -> DiscoveryConfig {
     c.api.max_stale = Duration::from_secs(30);
     c.api.cold_start_timeout = Duration::from_secs(2);
     c.api.watch_timeout = Duration::from_secs(30);
+    c.api.request_timeout = Duration::from_secs(2);
+    c.api.recovery_hold = Duration::from_millis(300);
+    c.api.allow_loopback = true;
     c.dns.server = Some(dns.addr());
     c.dns.ttl_floor = Duration::from_millis(200);
     c.dns.ttl_ceiling = Duration::from_secs(2);
@@ -43,8 +46,14 @@ pub fn dns_config(dns: &FakeDns) -> DiscoveryConfig {
     c
 }
 
+/// A hub for `cfg` and the watch of `service` through it.
+pub async fn start(cfg: &DiscoveryConfig, service: ServiceRef, metrics: Metrics) -> discovery::Result<ServiceWatch> {
+    let hub = Discovery::new(cfg, metrics).await?;
+    hub.service(service).await
+}
+
 /// Waits until `pred` holds for the published set; panics with the last set after `secs`.
-pub async fn wait_for(d: &Discovery, secs: u64, what: &str, pred: impl Fn(&EndpointSet) -> bool) -> EndpointSet {
+pub async fn wait_for(d: &ServiceWatch, secs: u64, what: &str, pred: impl Fn(&EndpointSet) -> bool) -> EndpointSet {
     let mut rx = d.watch();
     let result = tokio::time::timeout(Duration::from_secs(secs), rx.wait_for(|s| pred(s))).await;
     match result {
@@ -57,14 +66,14 @@ pub async fn wait_for(d: &Discovery, secs: u64, what: &str, pred: impl Fn(&Endpo
                 cur.source,
                 cur.pending,
                 cur.freshness,
-                cur.endpoints.iter().map(|e| (e.key().0, e.conditions)).collect::<Vec<_>>()
+                cur.iter().map(|e| (e.key().to_string(), e.conditions)).collect::<Vec<_>>()
             )
         }
     }
 }
 
 pub fn routable_keys(s: &EndpointSet) -> Vec<String> {
-    let mut k: Vec<String> = s.routable().iter().map(|e| e.key().0).collect();
+    let mut k: Vec<String> = s.routable().map(|e| e.key().to_string()).collect();
     k.sort();
     k
 }

@@ -1,9 +1,13 @@
-//! Dubbo identity → Kubernetes Service: explicit mapping, then Service annotations (API mode), then a
-//! naming rule rendered from a template and sanitised to a DNS-1035 label.
+//! Dubbo identity → Kubernetes Service: explicit mapping, then Service annotations (API mode, kept
+//! live by a Service watch per namespace, see [`services`]), then a naming rule rendered from a
+//! template and sanitised to a DNS-1035 label.
+
+pub(crate) mod services;
 
 use std::collections::BTreeMap;
 use std::fmt;
 
+use crate::config::env::parse_port_spec;
 use crate::model::{PortSpec, ServiceRef, Target};
 
 /// Annotation naming the interface(s) a Service serves (comma-separated).
@@ -84,7 +88,7 @@ pub fn parse_mappings(s: &str) -> Result<Vec<Mapping>, MappingError> {
             None => (None, right.trim()),
         };
         let (target, port) = match rest.split_once(':') {
-            Some((t, p)) => (t.trim(), Some(crate::config::parse_port_spec(p.trim()).map_err(|w| bad(&w))?)),
+            Some((t, p)) => (t.trim(), Some(parse_port_spec(p.trim()).map_err(|w| bad(&w))?)),
             None => (rest, None),
         };
         check_label(target, 63, true).map_err(|why| bad(&format!("service {target:?} {why}")))?;
@@ -130,6 +134,13 @@ impl fmt::Debug for Template {
 impl fmt::Display for Template {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.source)
+    }
+}
+
+impl Default for Template {
+    /// `{simple}`: `GreeterService` → `greeter-service`.
+    fn default() -> Self {
+        Template { source: "{simple}".to_owned(), pieces: vec![Piece::Simple] }
     }
 }
 
@@ -238,6 +249,14 @@ pub fn check_label(s: &str, max: usize, letter_first: bool) -> Result<(), String
     Ok(())
 }
 
+/// Checks a DNS-1123 subdomain (node names): dot-separated labels, at most 253 characters.
+pub fn check_subdomain(s: &str) -> Result<(), String> {
+    if s.len() > 253 {
+        return Err(format!("is {} characters long, more than 253", s.len()));
+    }
+    s.split('.').try_for_each(|label| check_label(label, 63, false))
+}
+
 /// How a target was chosen (for logs and `/debug/endpoints`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -268,6 +287,12 @@ impl Mapper {
     /// From the crate's configuration.
     pub fn from_config(cfg: &crate::DiscoveryConfig) -> Self {
         Self::new(cfg.mappings.clone(), cfg.template.clone(), cfg.namespace.clone(), cfg.port.clone())
+    }
+
+    /// The same mapper with another default namespace.
+    pub fn with_namespace(mut self, namespace: String) -> Self {
+        self.namespace = namespace;
+        self
     }
 
     /// The default namespace.
@@ -306,37 +331,68 @@ impl Mapper {
         }
     }
 
-    /// The first Service (by name) whose annotations declare `service`; `services` are
-    /// `(name, annotations)` pairs of one namespace. Returns the target and how many matched.
+    /// The Service whose annotations declare `service`, among `services` (`(name, annotations)` of
+    /// one namespace): an exact version and group beat a `*` wildcard (the version weighs more); among
+    /// equally good matches the first by name wins and the others are named in
+    /// [`AnnotationChoice::tied_with`].
     pub fn by_annotations<'a>(
         &self,
         service: &ServiceRef,
         services: impl IntoIterator<Item = (&'a str, &'a BTreeMap<String, String>)>,
-    ) -> Option<(Target, usize)> {
-        let mut matches: Vec<(&str, &BTreeMap<String, String>)> =
-            services.into_iter().filter(|(_, a)| annotations_match(a, service)).collect();
-        matches.sort_by_key(|(name, _)| *name);
-        let n = matches.len();
-        let (name, ann) = matches.into_iter().next()?;
-        let port = ann
-            .get(ANNOTATION_PORT)
-            .and_then(|p| crate::config::parse_port_spec(p.trim()).ok())
-            .unwrap_or_else(|| self.port.clone());
-        Some((Target { namespace: self.namespace.clone(), service: name.to_owned(), port }, n))
+    ) -> Option<AnnotationChoice> {
+        let mut best: Vec<(&str, &BTreeMap<String, String>)> = Vec::new();
+        let mut best_score = 0;
+        for (name, ann) in services {
+            let Some(score) = annotation_score(ann, service) else { continue };
+            if score > best_score {
+                best_score = score;
+                best.clear();
+            }
+            if score == best_score {
+                best.push((name, ann));
+            }
+        }
+        best.sort_by_key(|(name, _)| *name);
+        let (name, ann) = *best.first()?;
+        let (port, bad_port) = match ann.get(ANNOTATION_PORT).map(|p| p.trim()) {
+            None | Some("") => (self.port.clone(), None),
+            Some(p) => match parse_port_spec(p) {
+                Ok(port) => (port, None),
+                Err(_) => (self.port.clone(), Some(p.to_owned())),
+            },
+        };
+        Some(AnnotationChoice {
+            target: Target { namespace: self.namespace.clone(), service: name.to_owned(), port },
+            tied_with: best[1..].iter().map(|(n, _)| (*n).to_owned()).collect(),
+            bad_port,
+        })
     }
 }
 
-fn annotations_match(ann: &BTreeMap<String, String>, service: &ServiceRef) -> bool {
-    let Some(ifaces) = ann.get(ANNOTATION_INTERFACE) else { return false };
+/// The Service chosen by annotations.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AnnotationChoice {
+    /// Where the service lives.
+    pub target: Target,
+    /// Other Services that match just as well (a configuration mistake worth a warning).
+    pub tied_with: Vec<String>,
+    /// An unusable `dubbo.apache.org/port` value (the default port was used instead).
+    pub bad_port: Option<String>,
+}
+
+/// How well a Service's annotations match `service`: `None` when they do not; else higher is
+/// better (exact beats `*`, the version weighs more than the group).
+fn annotation_score(ann: &BTreeMap<String, String>, service: &ServiceRef) -> Option<u8> {
+    let ifaces = ann.get(ANNOTATION_INTERFACE)?;
     if !ifaces.split(',').any(|i| i.trim() == service.interface) {
-        return false;
+        return None;
     }
     let field = |key: &str, want: &str| match ann.get(key).map(|v| v.trim()) {
-        None | Some("") => want.is_empty(),
-        Some("*") => true,
-        Some(v) => v == want,
+        None | Some("") => want.is_empty().then_some(2),
+        Some("*") => Some(1),
+        Some(v) => (v == want).then_some(2),
     };
-    field(ANNOTATION_VERSION, &service.version) && field(ANNOTATION_GROUP, &service.group)
+    Some(field(ANNOTATION_VERSION, &service.version)? * 3 + field(ANNOTATION_GROUP, &service.group)?)
 }
 
 #[cfg(test)]
@@ -431,14 +487,48 @@ mod tests {
         let m = mapper("{simple}");
         let services = vec![("greeter-v1", &v1), ("greeter-v2", &v2), ("zz-any", &any), ("plain", &none)];
 
-        let (t, n) = m.by_annotations(&greeter("2.0.0"), services.clone()).expect("match");
-        assert_eq!((t.service.as_str(), n), ("greeter-v2", 2));
-        assert_eq!(t.port, PortSpec::Name("grpc".into()));
-        let (t, _) = m.by_annotations(&greeter("1.0.0"), services.clone()).expect("match");
-        assert_eq!(t.service, "greeter-v1");
-        let (t, n) = m.by_annotations(&greeter("3.0.0"), services.clone()).expect("wildcard");
-        assert_eq!((t.service.as_str(), n), ("zz-any", 1));
+        let c = m.by_annotations(&greeter("2.0.0"), services.clone()).expect("match");
+        assert_eq!(c.target.service, "greeter-v2", "an exact version beats the wildcard zz-any");
+        assert!(c.tied_with.is_empty());
+        assert_eq!(c.target.port, PortSpec::Name("grpc".into()));
+        let c = m.by_annotations(&greeter("1.0.0"), services.clone()).expect("match");
+        assert_eq!(c.target.service, "greeter-v1");
+        let c = m.by_annotations(&greeter("3.0.0"), services.clone()).expect("wildcard");
+        assert_eq!(c.target.service, "zz-any");
         let grouped = greeter("1.0.0").with_group("blue");
         assert!(m.by_annotations(&grouped, vec![("greeter-v1", &v1)]).is_none(), "group must match");
+
+        // two exact matches: the first by name, the other named; a bad port annotation is reported
+        let twin = ann(&[
+            (ANNOTATION_INTERFACE, "org.apache.dubbo.demo.GreeterService"),
+            (ANNOTATION_VERSION, "1.0.0"),
+            (ANNOTATION_PORT, "not a port!"),
+        ]);
+        let c = m.by_annotations(&greeter("1.0.0"), vec![("b-twin", &twin), ("a-v1", &v1)]).expect("match");
+        assert_eq!((c.target.service.as_str(), c.tied_with.as_slice()), ("a-v1", &["b-twin".to_owned()][..]));
+        let c = m.by_annotations(&greeter("1.0.0"), vec![("b-twin", &twin)]).expect("match");
+        assert_eq!(c.bad_port.as_deref(), Some("not a port!"));
+        assert_eq!(c.target.port, PortSpec::Name("tri".into()), "the default port is used instead");
+        // group wildcard: exact group beats "*"; version outweighs group
+        let any_group = ann(&[
+            (ANNOTATION_INTERFACE, "org.apache.dubbo.demo.GreeterService"),
+            (ANNOTATION_VERSION, "1.0.0"),
+            (ANNOTATION_GROUP, "*"),
+        ]);
+        let blue_any_version = ann(&[
+            (ANNOTATION_INTERFACE, "org.apache.dubbo.demo.GreeterService"),
+            (ANNOTATION_VERSION, "*"),
+            (ANNOTATION_GROUP, "blue"),
+        ]);
+        let c = m.by_annotations(&grouped, vec![("a", &blue_any_version), ("b", &any_group)]).expect("match");
+        assert_eq!(c.target.service, "b", "exact version + any group beats any version + exact group");
+    }
+
+    #[test]
+    fn subdomains() {
+        assert!(check_subdomain("kind-worker2").is_ok());
+        assert!(check_subdomain("ip-10-0-0-1.ec2.internal").is_ok());
+        assert!(check_subdomain("Node_1").is_err());
+        assert!(check_subdomain("a..b").is_err());
     }
 }

@@ -3,15 +3,21 @@
 //! the values it accepts. Tests build [`DiscoveryConfig`] directly or pass an explicit variable map
 //! to [`DiscoveryConfig::from_vars`]; nothing here mutates the process environment.
 
+#[doc(hidden)]
+pub mod env;
+
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use self::env::{
+    format_duration, load_raw, parse_bool, parse_dns_server, parse_duration, parse_in_range, parse_nonzero_duration,
+    parse_port_number, parse_port_spec, parse_var,
+};
 use crate::mapping::{Mapping, Template};
-use crate::model::{Endpoint, Host, PortSpec};
+use crate::model::PortSpec;
 
 /// Prefix of every variable this crate reads.
 pub const ENV_PREFIX: &str = "DISCOVERY";
@@ -34,6 +40,13 @@ pub enum ConfigError {
     Read(#[source] config::ConfigError),
 }
 
+impl ConfigError {
+    /// `variable` (the full name) holds `value`, which is not accepted because of `reason`.
+    pub fn invalid(variable: impl Into<String>, value: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError::Invalid { variable: variable.into(), value: value.into(), reason: reason.into() }
+    }
+}
+
 /// How endpoints are found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -43,6 +56,45 @@ pub enum Mode {
     Dns,
     /// A fixed list of addresses.
     Static,
+}
+
+/// Which address of a dual-stack pod is used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IpFamily {
+    /// The family of this pod's own IP (`DISCOVERY_POD_IP`), else IPv4; a pod with only the other
+    /// family is still used.
+    Auto,
+    /// IPv4 addresses only.
+    Ipv4,
+    /// IPv6 addresses only.
+    Ipv6,
+}
+
+/// A static endpoint's host.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Host {
+    /// An IP address.
+    Ip(IpAddr),
+    /// A host name, resolved by the system resolver (and again every `DISCOVERY_DNS_TTL_CEILING`).
+    Name(String),
+}
+
+/// One entry of `DISCOVERY_STATIC_ENDPOINTS`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct StaticEndpoint {
+    /// IP or name.
+    pub host: Host,
+    /// Port.
+    pub port: u16,
+}
+
+impl std::fmt::Display for StaticEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.host {
+            Host::Ip(ip) => write!(f, "{}", SocketAddr::new(*ip, self.port)),
+            Host::Name(n) => write!(f, "{n}:{}", self.port),
+        }
+    }
 }
 
 /// Settings of the DNS source.
@@ -60,6 +112,8 @@ pub struct DnsConfig {
     pub ttl_ceiling: Duration,
     /// One query's timeout.
     pub timeout: Duration,
+    /// Attempts per query (each within `timeout`).
+    pub attempts: usize,
 }
 
 /// Settings of the API source and of failover.
@@ -68,12 +122,17 @@ pub struct ApiConfig {
     /// API server URL override (e.g. `http://127.0.0.1:8001` behind `kubectl proxy`); `None` infers
     /// in-cluster config, then kubeconfig.
     pub server: Option<String>,
-    /// Look up a Service by its `dubbo.apache.org/*` annotations (needs list on services).
+    /// Look up Services by their `dubbo.apache.org/*` annotations (needs list/watch on services).
     pub annotations: bool,
-    /// Check RBAC with a SelfSubjectAccessReview at start.
+    /// Check RBAC with SelfSubjectAccessReviews for each namespace watched.
     pub rbac_check: bool,
     /// Server-side timeout of one watch request.
     pub watch_timeout: Duration,
+    /// A watch that delivers nothing (no event, no bookmark) for this long is restarted.
+    pub watch_idle_timeout: Duration,
+    /// Deadline of each request that is not a watch (list pages, access reviews, Node look-up), and
+    /// of the wait for a watch to be accepted.
+    pub request_timeout: Duration,
     /// List page size.
     pub page_size: u32,
     /// Fall back to DNS, then the Service VIP, when the API is unreachable.
@@ -82,6 +141,12 @@ pub struct ApiConfig {
     pub max_stale: Duration,
     /// How long a cold start waits for its first list before falling back.
     pub cold_start_timeout: Duration,
+    /// How long the API must stay live after an outage before DNS failover stops (a failure within it
+    /// continues the same outage).
+    pub recovery_hold: Duration,
+    /// Accept loopback addresses in EndpointSlices (the API server refuses them; for local test
+    /// servers only).
+    pub allow_loopback: bool,
 }
 
 /// Retry pacing of every source.
@@ -93,6 +158,18 @@ pub struct BackoffConfig {
     pub max: Duration,
 }
 
+/// Where this process runs, for zone-aware clients.
+#[derive(Clone, Debug, Default)]
+pub struct Locality {
+    /// This process's zone (`DISCOVERY_ZONE`); wins over the node's label.
+    pub zone: Option<String>,
+    /// This pod's node (`DISCOVERY_NODE_NAME`, downward API `spec.nodeName`): its
+    /// `topology.kubernetes.io/zone` label is read when `zone` is unset (needs `get` on nodes).
+    pub node_name: Option<String>,
+    /// This pod's IP (`DISCOVERY_POD_IP`, downward API `status.podIP`), for `DISCOVERY_IP_FAMILY=auto`.
+    pub pod_ip: Option<IpAddr>,
+}
+
 /// The whole, validated configuration of the discovery crate.
 #[derive(Clone, Debug)]
 pub struct DiscoveryConfig {
@@ -102,21 +179,25 @@ pub struct DiscoveryConfig {
     pub namespace: String,
     /// Default port (name or number).
     pub port: PortSpec,
-    /// Port number used when the port is a name and nothing maps it (no SRV record, VIP, static host
-    /// without a port).
+    /// Port number used when the port is a name and nothing maps it (no SRV record, no Service spec,
+    /// static host without a port).
     pub fallback_port: u16,
     /// Explicit mappings, first match wins.
     pub mappings: Vec<Mapping>,
     /// Naming rule for the Service name.
     pub template: Template,
     /// Static endpoints (static mode).
-    pub static_endpoints: Vec<Endpoint>,
+    pub static_endpoints: Vec<StaticEndpoint>,
+    /// Address family of dual-stack pods.
+    pub ip_family: IpFamily,
     /// DNS settings.
     pub dns: DnsConfig,
     /// API settings.
     pub api: ApiConfig,
     /// Retry pacing.
     pub backoff: BackoffConfig,
+    /// Where this process runs.
+    pub locality: Locality,
 }
 
 impl Default for DiscoveryConfig {
@@ -127,8 +208,9 @@ impl Default for DiscoveryConfig {
             port: PortSpec::Name("tri".to_owned()),
             fallback_port: 50051,
             mappings: Vec::new(),
-            template: Template::parse("{simple}").expect("default template is valid"),
+            template: Template::default(),
             static_endpoints: Vec::new(),
+            ip_family: IpFamily::Auto,
             dns: DnsConfig {
                 server: None,
                 cluster_domain: "cluster.local".to_owned(),
@@ -136,18 +218,24 @@ impl Default for DiscoveryConfig {
                 ttl_floor: Duration::from_secs(5),
                 ttl_ceiling: Duration::from_secs(30),
                 timeout: Duration::from_secs(2),
+                attempts: 2,
             },
             api: ApiConfig {
                 server: None,
                 annotations: true,
                 rbac_check: true,
                 watch_timeout: Duration::from_secs(290),
+                watch_idle_timeout: Duration::from_secs(150),
+                request_timeout: Duration::from_secs(5),
                 page_size: 500,
                 failover: true,
                 max_stale: Duration::from_secs(60),
                 cold_start_timeout: Duration::from_secs(5),
+                recovery_hold: Duration::from_secs(10),
+                allow_loopback: false,
             },
             backoff: BackoffConfig { min: Duration::from_millis(500), max: Duration::from_secs(30) },
+            locality: Locality::default(),
         }
     }
 }
@@ -163,26 +251,52 @@ struct Raw {
     mappings: Option<String>,
     service_template: Option<String>,
     static_endpoints: Option<String>,
+    ip_family: Option<String>,
     dns_server: Option<String>,
     cluster_domain: Option<String>,
     dns_srv: Option<String>,
     dns_ttl_floor: Option<String>,
     dns_ttl_ceiling: Option<String>,
     dns_timeout: Option<String>,
+    dns_attempts: Option<String>,
     api_server: Option<String>,
     annotations: Option<String>,
     rbac_check: Option<String>,
     watch_timeout: Option<String>,
+    watch_idle_timeout: Option<String>,
+    request_timeout: Option<String>,
     page_size: Option<String>,
     failover: Option<String>,
     max_stale: Option<String>,
     cold_start_timeout: Option<String>,
+    recovery_hold: Option<String>,
+    allow_loopback: Option<String>,
     backoff_min: Option<String>,
     backoff_max: Option<String>,
+    zone: Option<String>,
+    node_name: Option<String>,
+    pod_ip: Option<String>,
 }
 
 /// Where the pod's namespace is mounted in a cluster.
 const SA_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
+fn var(name: &str) -> String {
+    format!("{ENV_PREFIX}_{name}")
+}
+
+fn invalid(name: &str, value: &str, reason: &str) -> ConfigError {
+    ConfigError::invalid(var(name), value, reason)
+}
+
+fn opt<T>(
+    raw: Option<String>,
+    name: &str,
+    default: T,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, ConfigError> {
+    Ok(parse_var(raw, &var(name), parse)?.unwrap_or(default))
+}
 
 impl DiscoveryConfig {
     /// Reads the process environment (and `DISCOVERY_CONFIG_FILE` if set).
@@ -198,44 +312,33 @@ impl DiscoveryConfig {
 
     fn validate(raw: Raw) -> Result<Self, ConfigError> {
         let d = DiscoveryConfig::default();
-        let mode = match raw.mode.as_deref().map(str::trim) {
-            None | Some("") => d.mode,
-            Some(v) => match v.to_ascii_lowercase().as_str() {
-                "api" => Mode::Api,
-                "dns" => Mode::Dns,
-                "static" => Mode::Static,
-                _ => return Err(invalid("MODE", v, "expected one of: api, dns, static")),
-            },
-        };
-        let namespace = match raw.namespace.filter(|s| !s.is_empty()) {
-            Some(ns) => {
-                crate::mapping::check_label(&ns, 63, false)
-                    .map_err(|why| invalid("NAMESPACE", &ns, &format!("{why} (DNS-1123 label)")))?;
-                ns
-            }
+        let mode = opt(raw.mode, "MODE", d.mode, |v| match v.to_ascii_lowercase().as_str() {
+            "api" => Ok(Mode::Api),
+            "dns" => Ok(Mode::Dns),
+            "static" => Ok(Mode::Static),
+            _ => Err("expected one of: api, dns, static".to_owned()),
+        })?;
+        let namespace = match parse_var(raw.namespace, &var("NAMESPACE"), |ns| {
+            crate::mapping::check_label(ns, 63, false).map_err(|why| format!("{why} (DNS-1123 label)"))?;
+            Ok(ns.to_owned())
+        })? {
+            Some(ns) => ns,
             None => std::fs::read_to_string(SA_NAMESPACE_FILE)
                 .map(|s| s.trim().to_owned())
                 .ok()
                 .filter(|s| !s.is_empty())
                 .unwrap_or(d.namespace),
         };
-        let port = match raw.port.filter(|s| !s.is_empty()) {
-            Some(p) => parse_port_spec(&p).map_err(|why| invalid("PORT", &p, &why))?,
-            None => d.port,
-        };
+        let port = opt(raw.port, "PORT", d.port, parse_port_spec)?;
         let fallback_port = opt(raw.fallback_port, "FALLBACK_PORT", d.fallback_port, parse_port_number)?;
-        let template = match raw.service_template.filter(|s| !s.is_empty()) {
-            Some(t) => Template::parse(&t).map_err(|e| invalid("SERVICE_TEMPLATE", &t, &e.to_string()))?,
-            None => d.template,
-        };
-        let mappings = match raw.mappings.filter(|s| !s.trim().is_empty()) {
-            Some(m) => crate::mapping::parse_mappings(&m).map_err(|e| invalid("MAPPINGS", &m, &e.to_string()))?,
-            None => Vec::new(),
-        };
-        let static_endpoints = match raw.static_endpoints.filter(|s| !s.trim().is_empty()) {
-            Some(s) => parse_static(&s, fallback_port).map_err(|why| invalid("STATIC_ENDPOINTS", &s, &why))?,
-            None => Vec::new(),
-        };
+        let template = opt(raw.service_template, "SERVICE_TEMPLATE", d.template, |t| {
+            Template::parse(t).map_err(|e| e.to_string())
+        })?;
+        let mappings = opt(raw.mappings, "MAPPINGS", Vec::new(), |m| {
+            crate::mapping::parse_mappings(m).map_err(|e| e.to_string())
+        })?;
+        let static_endpoints =
+            opt(raw.static_endpoints, "STATIC_ENDPOINTS", Vec::new(), |s| parse_static(s, fallback_port))?;
         if mode == Mode::Static && static_endpoints.is_empty() {
             return Err(invalid(
                 "STATIC_ENDPOINTS",
@@ -243,29 +346,26 @@ impl DiscoveryConfig {
                 "static mode needs at least one endpoint: a comma-separated list of host:port",
             ));
         }
+        let ip_family = opt(raw.ip_family, "IP_FAMILY", d.ip_family, |v| match v.to_ascii_lowercase().as_str() {
+            "auto" => Ok(IpFamily::Auto),
+            "ipv4" => Ok(IpFamily::Ipv4),
+            "ipv6" => Ok(IpFamily::Ipv6),
+            _ => Err("expected auto, ipv4 or ipv6".to_owned()),
+        })?;
         let dns = DnsConfig {
-            server: match raw.dns_server.filter(|s| !s.is_empty()) {
-                Some(s) => Some(parse_dns_server(&s).map_err(|why| invalid("DNS_SERVER", &s, &why))?),
-                None => None,
-            },
-            cluster_domain: match raw.cluster_domain.filter(|s| !s.is_empty()) {
-                Some(c) => {
-                    let c = c.trim_end_matches('.').to_owned();
-                    if c.split('.').any(|l| crate::mapping::check_label(l, 63, false).is_err()) {
-                        return Err(invalid(
-                            "CLUSTER_DOMAIN",
-                            &c,
-                            "expected dot-separated DNS labels, e.g. cluster.local",
-                        ));
-                    }
-                    c
+            server: parse_var(raw.dns_server, &var("DNS_SERVER"), parse_dns_server)?,
+            cluster_domain: opt(raw.cluster_domain, "CLUSTER_DOMAIN", d.dns.cluster_domain, |c| {
+                let c = c.trim_end_matches('.');
+                if c.split('.').any(|l| crate::mapping::check_label(l, 63, false).is_err()) {
+                    return Err("expected dot-separated DNS labels, e.g. cluster.local".to_owned());
                 }
-                None => d.dns.cluster_domain,
-            },
+                Ok(c.to_owned())
+            })?,
             srv: opt(raw.dns_srv, "DNS_SRV", d.dns.srv, parse_bool)?,
             ttl_floor: opt(raw.dns_ttl_floor, "DNS_TTL_FLOOR", d.dns.ttl_floor, parse_nonzero_duration)?,
             ttl_ceiling: opt(raw.dns_ttl_ceiling, "DNS_TTL_CEILING", d.dns.ttl_ceiling, parse_nonzero_duration)?,
             timeout: opt(raw.dns_timeout, "DNS_TIMEOUT", d.dns.timeout, parse_nonzero_duration)?,
+            attempts: opt(raw.dns_attempts, "DNS_ATTEMPTS", d.dns.attempts, |v| parse_in_range(v, 1, 10))?,
         };
         if dns.ttl_ceiling < dns.ttl_floor {
             return Err(invalid(
@@ -275,24 +375,31 @@ impl DiscoveryConfig {
             ));
         }
         let api = ApiConfig {
-            server: match raw.api_server.filter(|s| !s.is_empty()) {
-                Some(s) => {
-                    if !(s.starts_with("http://") || s.starts_with("https://")) || s.parse::<http::Uri>().is_err() {
-                        return Err(invalid("API_SERVER", &s, "expected an http:// or https:// URL"));
-                    }
-                    Some(s)
+            server: parse_var(raw.api_server, &var("API_SERVER"), |s| {
+                if !(s.starts_with("http://") || s.starts_with("https://")) || s.parse::<http::Uri>().is_err() {
+                    return Err("expected an http:// or https:// URL".to_owned());
                 }
-                None => None,
-            },
+                Ok(s.to_owned())
+            })?,
             annotations: opt(raw.annotations, "ANNOTATIONS", d.api.annotations, parse_bool)?,
             rbac_check: opt(raw.rbac_check, "RBAC_CHECK", d.api.rbac_check, parse_bool)?,
             watch_timeout: opt(raw.watch_timeout, "WATCH_TIMEOUT", d.api.watch_timeout, |v| {
-                let t = parse_nonzero_duration(v)?;
-                if t.as_secs() == 0 { Err("expected at least 1s".to_owned()) } else { Ok(t) }
+                let t = parse_duration(v)?;
+                if t < Duration::from_secs(1) { Err("expected at least 1s".to_owned()) } else { Ok(t) }
             })?,
-            page_size: opt(raw.page_size, "PAGE_SIZE", d.api.page_size, |v| {
-                v.parse::<u32>().ok().filter(|n| *n > 0).ok_or_else(|| "expected a whole number above 0".to_owned())
-            })?,
+            watch_idle_timeout: opt(
+                raw.watch_idle_timeout,
+                "WATCH_IDLE_TIMEOUT",
+                d.api.watch_idle_timeout,
+                parse_nonzero_duration,
+            )?,
+            request_timeout: opt(
+                raw.request_timeout,
+                "REQUEST_TIMEOUT",
+                d.api.request_timeout,
+                parse_nonzero_duration,
+            )?,
+            page_size: opt(raw.page_size, "PAGE_SIZE", d.api.page_size, |v| parse_in_range(v, 1, 100_000))?,
             failover: opt(raw.failover, "FAILOVER", d.api.failover, parse_bool)?,
             max_stale: opt(raw.max_stale, "MAX_STALE", d.api.max_stale, parse_duration)?,
             cold_start_timeout: opt(
@@ -301,7 +408,20 @@ impl DiscoveryConfig {
                 d.api.cold_start_timeout,
                 parse_duration,
             )?,
+            recovery_hold: opt(raw.recovery_hold, "RECOVERY_HOLD", d.api.recovery_hold, parse_duration)?,
+            allow_loopback: opt(raw.allow_loopback, "ALLOW_LOOPBACK", d.api.allow_loopback, parse_bool)?,
         };
+        if api.watch_idle_timeout <= api.request_timeout {
+            return Err(invalid(
+                "WATCH_IDLE_TIMEOUT",
+                &format_duration(api.watch_idle_timeout),
+                &format!(
+                    "must be above DISCOVERY_REQUEST_TIMEOUT ({}); the API server sends a bookmark about once a \
+                     minute, so keep it well above 60s in a cluster",
+                    format_duration(api.request_timeout)
+                ),
+            ));
+        }
         let backoff = BackoffConfig {
             min: opt(raw.backoff_min, "BACKOFF_MIN", d.backoff.min, parse_nonzero_duration)?,
             max: opt(raw.backoff_max, "BACKOFF_MAX", d.backoff.max, parse_nonzero_duration)?,
@@ -313,6 +433,23 @@ impl DiscoveryConfig {
                 "must not be below DISCOVERY_BACKOFF_MIN",
             ));
         }
+        let locality = Locality {
+            zone: opt(raw.zone, "ZONE", None, |z| {
+                if z.len() > 63 || z.chars().any(char::is_whitespace) {
+                    return Err("expected a zone name as in topology.kubernetes.io/zone, e.g. us-east-1a".to_owned());
+                }
+                Ok(Some(z.to_owned()))
+            })?,
+            node_name: opt(raw.node_name, "NODE_NAME", None, |n| {
+                crate::mapping::check_subdomain(n).map_err(|why| format!("{why} (a node name)"))?;
+                Ok(Some(n.to_owned()))
+            })?,
+            pod_ip: opt(raw.pod_ip, "POD_IP", None, |ip| {
+                ip.parse::<IpAddr>()
+                    .map(Some)
+                    .map_err(|_| "expected an IP address (downward API status.podIP)".to_owned())
+            })?,
+        };
         Ok(DiscoveryConfig {
             mode,
             namespace,
@@ -321,166 +458,28 @@ impl DiscoveryConfig {
             mappings,
             template,
             static_endpoints,
+            ip_family,
             dns,
             api,
             backoff,
+            locality,
         })
     }
 }
 
-/// Gathers `<PREFIX>_*` variables as text into `T` (keys lowercased without the prefix), on top of the
-/// file named by `<PREFIX>_CONFIG_FILE` if set: defaults (serde) → file → environment. Unrelated
-/// variables are never read, so they cannot fail the parse.
-pub fn load_raw<T: serde::de::DeserializeOwned>(
-    vars: &HashMap<String, String>,
-    prefix: &str,
-) -> Result<T, ConfigError> {
-    let mut builder = config::Config::builder();
-    if let Some(file) = vars.get(&format!("{prefix}_CONFIG_FILE")).filter(|f| !f.is_empty()) {
-        builder = builder.add_source(config::File::from(PathBuf::from(file)).required(true));
-    }
-    let head = format!("{prefix}_");
-    let ours: HashMap<String, String> = vars
-        .iter()
-        .filter(|(k, _)| k.starts_with(&head) && k.as_str() != format!("{prefix}_CONFIG_FILE"))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    builder = builder.add_source(config::Environment::with_prefix(prefix).source(Some(ours)));
-    builder.build().and_then(|c| c.try_deserialize()).map_err(ConfigError::Read)
-}
-
-impl ConfigError {
-    /// `variable` (the full name) holds `value`, which is not accepted because of `reason`.
-    pub fn invalid(variable: impl Into<String>, value: impl Into<String>, reason: impl Into<String>) -> Self {
-        ConfigError::Invalid { variable: variable.into(), value: value.into(), reason: reason.into() }
-    }
-}
-
-fn invalid(var: &str, value: &str, reason: &str) -> ConfigError {
-    ConfigError::Invalid { variable: format!("{ENV_PREFIX}_{var}"), value: value.to_owned(), reason: reason.to_owned() }
-}
-
-/// Parses one variable's raw text with `parse`: surrounding spaces trimmed, absent or empty gives
-/// `None`, an error names `variable` (its full name) and the value. Shared by every crate's config.
-pub fn parse_var<T>(
-    raw: Option<String>,
-    variable: &str,
-    parse: impl FnOnce(&str) -> Result<T, String>,
-) -> Result<Option<T>, ConfigError> {
-    match raw.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-        Some(v) => parse(v).map(Some).map_err(|why| ConfigError::invalid(variable, v, why)),
-        None => Ok(None),
-    }
-}
-
-fn opt<T>(
-    raw: Option<String>,
-    var: &str,
-    default: T,
-    parse: impl FnOnce(&str) -> Result<T, String>,
-) -> Result<T, ConfigError> {
-    Ok(parse_var(raw, &format!("{ENV_PREFIX}_{var}"), parse)?.unwrap_or(default))
-}
-
-/// `true/false`, `1/0`, `yes/no`, `on/off`.
-pub fn parse_bool(v: &str) -> Result<bool, String> {
-    match v.to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Ok(true),
-        "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err("expected true or false".to_owned()),
-    }
-}
-
-/// A duration with a unit: `250ms`, `5s`, `2m`, `1h`, or combinations such as `1m30s`.
-pub fn parse_duration(v: &str) -> Result<Duration, String> {
-    const HINT: &str = "expected a duration with a unit, e.g. 500ms, 5s, 2m, 1h30m";
-    let v = v.trim();
-    if v.is_empty() {
-        return Err(HINT.to_owned());
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = v;
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(HINT.to_owned());
-        }
-        let n: u64 = rest[..digits].parse().map_err(|_| HINT.to_owned())?;
-        rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        let part = match unit {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.saturating_mul(60)),
-            "h" => Duration::from_secs(n.saturating_mul(3600)),
-            _ => return Err(HINT.to_owned()),
-        };
-        total = total.saturating_add(part);
-    }
-    Ok(total)
-}
-
-/// A duration above zero.
-pub fn parse_nonzero_duration(v: &str) -> Result<Duration, String> {
-    let d = parse_duration(v)?;
-    if d.is_zero() { Err("expected a duration above zero".to_owned()) } else { Ok(d) }
-}
-
-/// Formats a duration the way [`parse_duration`] reads it.
-pub fn format_duration(d: Duration) -> String {
-    if d.subsec_millis() != 0 || d.is_zero() { format!("{}ms", d.as_millis()) } else { format!("{}s", d.as_secs()) }
-}
-
-/// A TCP port number, 1–65535.
-pub fn parse_port_number(v: &str) -> Result<u16, String> {
-    match v.parse::<u32>() {
-        Ok(n) if (1..=65535).contains(&n) => Ok(n as u16),
-        Ok(_) => Err("port out of range: expected 1-65535".to_owned()),
-        Err(_) => Err("expected a port number 1-65535".to_owned()),
-    }
-}
-
-/// A port name (IANA_SVC_NAME: ≤15 chars, lowercase letters, digits and '-', with a letter) or a number.
-pub fn parse_port_spec(v: &str) -> Result<PortSpec, String> {
-    if v.chars().all(|c| c.is_ascii_digit()) {
-        return parse_port_number(v).map(PortSpec::Number);
-    }
-    let ok = v.len() <= 15
-        && v.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && v.chars().any(|c| c.is_ascii_lowercase())
-        && !v.starts_with('-')
-        && !v.ends_with('-')
-        && !v.contains("--");
-    if ok {
-        Ok(PortSpec::Name(v.to_owned()))
-    } else {
-        Err("expected a port number 1-65535 or a port name (up to 15 lowercase letters, digits, '-')".to_owned())
-    }
-}
-
-/// An IP with an optional port (53 by default).
-pub fn parse_dns_server(v: &str) -> Result<SocketAddr, String> {
-    if let Ok(sa) = v.parse::<SocketAddr>() {
-        return Ok(sa);
-    }
-    if let Ok(ip) = v.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, 53));
-    }
-    Err("expected an IP address with an optional port, e.g. 10.96.0.10 or 127.0.0.1:5353 or [::1]:53".to_owned())
-}
-
 /// `host:port,host:port`; IPv6 in brackets; a host without a port gets `fallback_port`.
-pub fn parse_static(v: &str, fallback_port: u16) -> Result<Vec<Endpoint>, String> {
+pub fn parse_static(v: &str, fallback_port: u16) -> Result<Vec<StaticEndpoint>, String> {
     let mut out = Vec::new();
     for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         if let Ok(sa) = item.parse::<SocketAddr>() {
-            out.push(Endpoint::new(Host::Ip(sa.ip()), sa.port()));
+            if sa.port() == 0 {
+                return Err(format!("{item:?}: port out of range: expected 1-65535"));
+            }
+            out.push(StaticEndpoint { host: Host::Ip(sa.ip()), port: sa.port() });
             continue;
         }
         if let Ok(ip) = item.trim_matches(['[', ']']).parse::<IpAddr>() {
-            out.push(Endpoint::new(Host::Ip(ip), fallback_port));
+            out.push(StaticEndpoint { host: Host::Ip(ip), port: fallback_port });
             continue;
         }
         let (host, port) = match item.rsplit_once(':') {
@@ -495,7 +494,7 @@ pub fn parse_static(v: &str, fallback_port: u16) -> Result<Vec<Endpoint>, String
         if !valid_host {
             return Err(format!("{item:?} is not host:port (host: an IP or a DNS name)"));
         }
-        out.push(Endpoint::new(Host::Name(host.to_ascii_lowercase()), port));
+        out.push(StaticEndpoint { host: Host::Name(host.to_ascii_lowercase()), port });
     }
     if out.is_empty() {
         return Err("expected a comma-separated list of host:port".to_owned());
@@ -522,6 +521,8 @@ mod tests {
         assert_eq!(c.port, PortSpec::Name("tri".into()));
         assert_eq!(c.dns.ttl_floor, Duration::from_secs(5));
         assert_eq!(c.dns.cluster_domain, "cluster.local");
+        assert_eq!(c.ip_family, IpFamily::Auto);
+        assert_eq!(c.api.request_timeout, Duration::from_secs(5));
     }
 
     #[test]
@@ -535,6 +536,11 @@ mod tests {
             ("DISCOVERY_MAX_STALE", "250ms"),
             ("DISCOVERY_DNS_SRV", "false"),
             ("DISCOVERY_MAPPINGS", "org.x.Greeter:1.0.0=demo/greeter-v1:tri"),
+            ("DISCOVERY_IP_FAMILY", "ipv6"),
+            ("DISCOVERY_ZONE", "zone-b"),
+            ("DISCOVERY_NODE_NAME", "kind-worker2"),
+            ("DISCOVERY_POD_IP", "fd00::7"),
+            ("DISCOVERY_WATCH_IDLE_TIMEOUT", "3m"),
         ]))
         .expect("valid");
         assert_eq!(c.mode, Mode::Api);
@@ -545,30 +551,40 @@ mod tests {
         assert_eq!(c.api.max_stale, Duration::from_millis(250));
         assert!(!c.dns.srv);
         assert_eq!(c.mappings.len(), 1);
+        assert_eq!(c.ip_family, IpFamily::Ipv6);
+        assert_eq!(c.locality.zone.as_deref(), Some("zone-b"));
+        assert_eq!(c.locality.node_name.as_deref(), Some("kind-worker2"));
+        assert_eq!(c.api.watch_idle_timeout, Duration::from_secs(180));
     }
 
     #[test]
     fn errors_name_the_variable_and_the_accepted_values() {
-        let e = err(&[("DISCOVERY_MODE", "consul")]);
-        assert!(e.contains("DISCOVERY_MODE") && e.contains("api, dns, static"), "{e}");
-        let e = err(&[("DISCOVERY_PORT", "70000")]);
-        assert!(e.contains("DISCOVERY_PORT") && e.contains("1-65535"), "{e}");
-        let e = err(&[("DISCOVERY_PORT", "Tri_Port")]);
-        assert!(e.contains("DISCOVERY_PORT") && e.contains("port name"), "{e}");
-        let e = err(&[("DISCOVERY_DNS_TTL_FLOOR", "5")]);
-        assert!(e.contains("DISCOVERY_DNS_TTL_FLOOR") && e.contains("unit"), "{e}");
-        let e = err(&[("DISCOVERY_SERVICE_TEMPLATE", "{nope}")]);
-        assert!(e.contains("DISCOVERY_SERVICE_TEMPLATE") && e.contains("{interface}"), "{e}");
-        let e = err(&[("DISCOVERY_MODE", "static")]);
-        assert!(e.contains("DISCOVERY_STATIC_ENDPOINTS"), "{e}");
-        let e = err(&[("DISCOVERY_DNS_TTL_FLOOR", "10s"), ("DISCOVERY_DNS_TTL_CEILING", "5s")]);
-        assert!(e.contains("DISCOVERY_DNS_TTL_CEILING"), "{e}");
-        let e = err(&[("DISCOVERY_API_SERVER", "127.0.0.1:6443")]);
-        assert!(e.contains("DISCOVERY_API_SERVER") && e.contains("http"), "{e}");
-        let e = err(&[("DISCOVERY_NAMESPACE", "Demo")]);
-        assert!(e.contains("DISCOVERY_NAMESPACE"), "{e}");
-        let e = err(&[("DISCOVERY_FAILOVER", "maybe")]);
-        assert!(e.contains("true or false"), "{e}");
+        for (pairs, must) in [
+            (&[("DISCOVERY_MODE", "consul")][..], &["DISCOVERY_MODE", "api, dns, static"][..]),
+            (&[("DISCOVERY_PORT", "70000")], &["DISCOVERY_PORT", "1-65535"]),
+            (&[("DISCOVERY_PORT", "Tri_Port")], &["DISCOVERY_PORT", "port name"]),
+            (&[("DISCOVERY_DNS_TTL_FLOOR", "5")], &["DISCOVERY_DNS_TTL_FLOOR", "unit"]),
+            (&[("DISCOVERY_SERVICE_TEMPLATE", "{nope}")], &["DISCOVERY_SERVICE_TEMPLATE", "{interface}"]),
+            (&[("DISCOVERY_MODE", "static")], &["DISCOVERY_STATIC_ENDPOINTS"]),
+            (
+                &[("DISCOVERY_DNS_TTL_FLOOR", "10s"), ("DISCOVERY_DNS_TTL_CEILING", "5s")],
+                &["DISCOVERY_DNS_TTL_CEILING"],
+            ),
+            (&[("DISCOVERY_API_SERVER", "127.0.0.1:6443")], &["DISCOVERY_API_SERVER", "http"]),
+            (&[("DISCOVERY_NAMESPACE", "Demo")], &["DISCOVERY_NAMESPACE"]),
+            (&[("DISCOVERY_FAILOVER", "maybe")], &["DISCOVERY_FAILOVER", "true or false"]),
+            (&[("DISCOVERY_IP_FAMILY", "v4")], &["DISCOVERY_IP_FAMILY", "auto, ipv4 or ipv6"]),
+            (&[("DISCOVERY_POD_IP", "pod")], &["DISCOVERY_POD_IP", "IP address"]),
+            (&[("DISCOVERY_NODE_NAME", "Node_1")], &["DISCOVERY_NODE_NAME"]),
+            (&[("DISCOVERY_DNS_ATTEMPTS", "0")], &["DISCOVERY_DNS_ATTEMPTS", "1 to 10"]),
+            (&[("DISCOVERY_WATCH_IDLE_TIMEOUT", "1s")], &["DISCOVERY_WATCH_IDLE_TIMEOUT", "DISCOVERY_REQUEST_TIMEOUT"]),
+            (&[("DISCOVERY_PAGE_SIZE", "-1")], &["DISCOVERY_PAGE_SIZE"]),
+        ] {
+            let e = err(pairs);
+            for m in must {
+                assert!(e.contains(m), "{pairs:?}: {e:?} should mention {m:?}");
+            }
+        }
     }
 
     #[test]
@@ -590,21 +606,12 @@ mod tests {
     }
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("1h2m3s"), Ok(Duration::from_secs(3723)));
-        assert!(parse_duration("5").is_err());
-        assert!(parse_duration("s").is_err());
-        assert!(parse_duration("5 days").is_err());
-        assert_eq!(format_duration(Duration::from_secs(5)), "5s");
-    }
-
-    #[test]
     fn static_lists() {
         let eps = parse_static("10.0.0.1:1, [::1]:2,provider-a:3,provider-b", 50051).expect("valid");
-        let keys: Vec<String> = eps.iter().map(|e| e.key().0).collect();
-        assert_eq!(keys, vec!["10.0.0.1:1", "[::1]:2", "provider-a:3", "provider-b:50051"]);
+        let shown: Vec<String> = eps.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, vec!["10.0.0.1:1", "[::1]:2", "provider-a:3", "provider-b:50051"]);
         assert!(parse_static("a b:1", 1).is_err());
         assert!(parse_static("host:0", 1).is_err());
+        assert!(parse_static("10.0.0.1:0", 1).is_err());
     }
 }

@@ -1,0 +1,278 @@
+//! One list/watch loop for every Kubernetes resource discovery follows (EndpointSlices of a
+//! Service, Services of a namespace), with the health rules in one place:
+//!
+//! - **Health is earned.** The handler hears `live` only after a successful list, an event or a
+//!   bookmark. A watch request the server accepts proves nothing (a server that accepts and then
+//!   resets would otherwise keep the stale clock from ever running).
+//! - **Silent watches end.** A watch that delivers nothing (no event, no bookmark; the API server
+//!   sends a bookmark about once a minute) for `idle_timeout` is dropped and the state is listed
+//!   again; the failure dates from the last data seen.
+//! - **Every request has a deadline.** Each list page and each watch request must answer within
+//!   `request_timeout`; nothing at start can block for minutes.
+//! - **After a failure, list.** A list proves the server is back and replaces the state atomically;
+//!   a 410 Gone lists at once; other failures back off with jitter (reset only once a watch delivers).
+//! - **Never go back in time.** A list whose resourceVersion is older than one already seen (a
+//!   lagging replica, a restored etcd) is not applied; the loop retries until it catches up.
+
+use std::fmt::Debug;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kube::api::{Api, ListParams, WatchEvent, WatchParams};
+use serde::de::DeserializeOwned;
+use tracing::{debug, info, warn};
+
+use crate::backoff::Backoff;
+use crate::config::BackoffConfig;
+use crate::metrics::Metrics;
+
+/// Timings of one loop.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Timings {
+    /// Server-side timeout of one watch request.
+    pub watch_timeout: Duration,
+    /// A watch silent for this long is restarted.
+    pub idle_timeout: Duration,
+    /// Deadline of each list page and watch request.
+    pub request_timeout: Duration,
+    /// List page size.
+    pub page_size: u32,
+    /// Retry pacing.
+    pub backoff: BackoffConfig,
+}
+
+/// What the loop tells its owner.
+pub(crate) trait Handler<K>: Send {
+    /// A complete, consistent list: replace everything with `items`.
+    fn reset(&mut self, items: Vec<K>);
+    /// An object was added or modified.
+    fn apply(&mut self, object: K);
+    /// An object was deleted.
+    fn delete(&mut self, object: K);
+    /// Data proved the server answers (a list, an event, a bookmark).
+    fn live(&mut self);
+    /// The server has not confirmed the state since `since`.
+    fn failing(&mut self, since: Instant, error: &str);
+}
+
+enum End {
+    /// The server closed the watch (its timeout): watch again from the same version.
+    Closed,
+    /// List again now (410 Gone).
+    Relist,
+    /// List again after a backoff.
+    Failed { since: Instant, error: String },
+}
+
+/// The list/watch loop of one resource selection.
+pub(crate) struct ListWatch<K> {
+    pub api: Api<K>,
+    pub selector: Option<String>,
+    pub timings: Timings,
+    /// What is watched, for logs (`endpointslices demo/greeter-v1`).
+    pub what: String,
+    pub metrics: Metrics,
+}
+
+impl<K> ListWatch<K>
+where
+    K: kube::Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    /// Runs for ever (the owner aborts the task).
+    pub(crate) async fn run(self, handler: &mut impl Handler<K>) {
+        let mut backoff = Backoff::new(self.timings.backoff);
+        let mut newest_rv: Option<u64> = None;
+        let mut last_data;
+        'list: loop {
+            let (items, mut rv) = match self.list().await {
+                Ok(answer) => answer,
+                Err(error) => {
+                    self.fail(handler, "list_failed", Instant::now(), &error);
+                    tokio::time::sleep(backoff.next_delay()).await;
+                    continue;
+                }
+            };
+            match (rv.parse::<u64>().ok(), newest_rv) {
+                (Some(got), Some(seen)) if got < seen => {
+                    let error = format!(
+                        "the list answered resourceVersion {got}, older than {seen} already seen (a lagging \
+                         API server replica?); keeping the newer state until the server catches up"
+                    );
+                    self.fail(handler, "stale_list", Instant::now(), &error);
+                    tokio::time::sleep(backoff.next_delay()).await;
+                    continue;
+                }
+                (Some(got), _) => newest_rv = Some(got),
+                (None, _) => {}
+            }
+            debug!(what = %self.what, items = items.len(), resource_version = %rv, "listed");
+            handler.reset(items);
+            handler.live();
+            last_data = Instant::now();
+            loop {
+                let end = self.watch(handler, &mut rv, &mut newest_rv, &mut last_data, &mut backoff).await;
+                match end {
+                    End::Closed => debug!(what = %self.what, "watch closed by the server; watching again"),
+                    End::Relist => {
+                        info!(what = %self.what, "resourceVersion expired (410 Gone); listing again");
+                        self.metrics.watch_restart(&self.what, "gone");
+                        continue 'list;
+                    }
+                    End::Failed { since, error } => {
+                        self.fail(handler, "watch_failed", since, &error);
+                        tokio::time::sleep(backoff.next_delay()).await;
+                        continue 'list;
+                    }
+                }
+            }
+        }
+    }
+
+    fn fail(&self, handler: &mut impl Handler<K>, reason: &str, since: Instant, error: &str) {
+        warn!(what = %self.what, reason, error, "kubernetes API unavailable; keeping the last known state");
+        self.metrics.watch_restart(&self.what, reason);
+        handler.failing(since, error);
+    }
+
+    /// Lists every page, each within the request timeout.
+    async fn list(&self) -> Result<(Vec<K>, String), String> {
+        let mut lp = ListParams::default().limit(self.timings.page_size);
+        if let Some(s) = &self.selector {
+            lp = lp.labels(s);
+        }
+        let mut items = Vec::new();
+        loop {
+            let page = match tokio::time::timeout(self.timings.request_timeout, self.api.list(&lp)).await {
+                Ok(Ok(page)) => page,
+                Ok(Err(e)) => return Err(describe(&e, "list", &self.what)),
+                Err(_) => {
+                    return Err(format!(
+                        "failed to list {}: no answer within {:?} (DISCOVERY_REQUEST_TIMEOUT)",
+                        self.what, self.timings.request_timeout
+                    ));
+                }
+            };
+            items.extend(page.items);
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => lp = lp.continue_token(&token),
+                None => return Ok((items, page.metadata.resource_version.unwrap_or_default())),
+            }
+        }
+    }
+
+    async fn watch(
+        &self,
+        handler: &mut impl Handler<K>,
+        rv: &mut String,
+        newest_rv: &mut Option<u64>,
+        last_data: &mut Instant,
+        backoff: &mut Backoff,
+    ) -> End {
+        let secs = u32::try_from(self.timings.watch_timeout.as_secs()).unwrap_or(u32::MAX).max(1);
+        let mut wp = WatchParams::default().timeout(secs);
+        if let Some(s) = &self.selector {
+            wp = wp.labels(s);
+        }
+        let stream = match tokio::time::timeout(self.timings.request_timeout, self.api.watch(&wp, rv)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return End::Failed { since: Instant::now(), error: describe(&e, "watch", &self.what) },
+            Err(_) => {
+                return End::Failed {
+                    since: Instant::now(),
+                    error: format!(
+                        "failed to watch {}: no answer within {:?}",
+                        self.what, self.timings.request_timeout
+                    ),
+                };
+            }
+        };
+        let mut stream = std::pin::pin!(stream);
+        let opened = Instant::now();
+        let mut delivered = false;
+        loop {
+            let next = match tokio::time::timeout(self.timings.idle_timeout, stream.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    self.metrics.watch_restart(&self.what, "idle");
+                    return End::Failed {
+                        since: *last_data,
+                        error: format!(
+                            "the watch of {} delivered nothing (no event, no bookmark) for {:?} \
+                             (DISCOVERY_WATCH_IDLE_TIMEOUT); restarting it",
+                            self.what, self.timings.idle_timeout
+                        ),
+                    };
+                }
+            };
+            let event = match next {
+                // A server closes a watch at its timeout, with a bookmark first (we ask for them).
+                // One that ends at once with nothing said was cut: the kube client reports a reset
+                // mid-chunk as a clean end, and re-watching at once would spin.
+                None if !delivered && opened.elapsed() < self.timings.watch_timeout.mul_f64(0.9) => {
+                    return End::Failed {
+                        since: *last_data,
+                        error: format!(
+                            "the watch of {} ended after {:?} without an event or a bookmark (connection reset?)",
+                            self.what,
+                            opened.elapsed()
+                        ),
+                    };
+                }
+                None => return End::Closed,
+                Some(Err(e)) => {
+                    return End::Failed { since: Instant::now(), error: format!("watch of {} broke: {e}", self.what) };
+                }
+                Some(Ok(event)) => event,
+            };
+            match event {
+                WatchEvent::Added(o) | WatchEvent::Modified(o) => {
+                    remember(rv, newest_rv, o.meta().resource_version.as_deref());
+                    handler.apply(o);
+                }
+                WatchEvent::Deleted(o) => {
+                    remember(rv, newest_rv, o.meta().resource_version.as_deref());
+                    handler.delete(o);
+                }
+                WatchEvent::Bookmark(b) => remember(rv, newest_rv, Some(&b.metadata.resource_version)),
+                WatchEvent::Error(status) if status.code == 410 => return End::Relist,
+                WatchEvent::Error(status) => {
+                    return End::Failed {
+                        since: Instant::now(),
+                        error: format!(
+                            "watch of {} ended with an error: {} ({}, code {})",
+                            self.what, status.message, status.reason, status.code
+                        ),
+                    };
+                }
+            }
+            delivered = true;
+            *last_data = Instant::now();
+            backoff.reset();
+            handler.live();
+        }
+    }
+}
+
+fn remember(rv: &mut String, newest: &mut Option<u64>, seen: Option<&str>) {
+    if let Some(v) = seen.filter(|v| !v.is_empty()) {
+        v.clone_into(rv);
+        if let Ok(n) = v.parse::<u64>() {
+            *newest = Some(newest.map_or(n, |m| m.max(n)));
+        }
+    }
+}
+
+/// An error message that says what to do for the common API failures.
+pub(crate) fn describe(e: &kube::Error, verb: &str, what: &str) -> String {
+    match e {
+        kube::Error::Api(s) if s.code == 403 => format!(
+            "failed to {verb} {what}: forbidden ({}); grant get/list/watch on it to this ServiceAccount \
+             (see README, \"Role for API mode\")",
+            s.message
+        ),
+        kube::Error::Api(s) if s.code == 401 => {
+            format!("failed to {verb} {what}: unauthorized ({}); check the token or kubeconfig", s.message)
+        }
+        other => format!("failed to {verb} {what}: {other}"),
+    }
+}

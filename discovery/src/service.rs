@@ -1,0 +1,309 @@
+//! [`ServiceWatch`]: the live endpoints of one [`ServiceRef`], and [`Updates`], the stream of
+//! changes subscribers apply (deltas; a reset only when they fell behind or the service moved).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{Instrument, info, warn};
+
+use crate::hub::{HubInner, Result};
+use crate::mapping::services::{IndexState, ServiceIndex};
+use crate::mapping::{Mapper, MappingRule};
+use crate::model::{EndpointSet, ServiceRef, Target, Update};
+use crate::publish::{Follower, Meta, Publisher};
+use crate::resolution::Resolution;
+
+/// Where a service is bound now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Binding {
+    /// The Kubernetes Service.
+    pub target: Target,
+    /// How it was chosen.
+    pub rule: MappingRule,
+}
+
+#[derive(Debug)]
+struct Inner {
+    service: ServiceRef,
+    rx: watch::Receiver<EndpointSet>,
+    binding: watch::Receiver<Binding>,
+    keep: Keep,
+}
+
+#[derive(Debug)]
+enum Keep {
+    /// A fixed binding: the resolution itself (and the sender of `binding`).
+    Fixed(#[allow(dead_code)] Arc<Resolution>, #[allow(dead_code)] watch::Sender<Binding>),
+    /// A live binding: the task that follows the mapping and forwards the bound set.
+    Task(JoinHandle<()>),
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Keep::Task(t) = &self.keep {
+            t.abort();
+        }
+    }
+}
+
+/// The live endpoints of one Dubbo service. Cheap to clone; its work stops when the last clone (and
+/// the [`crate::Discovery`] it came from has no other use for it) is gone.
+#[derive(Clone, Debug)]
+pub struct ServiceWatch {
+    inner: Arc<Inner>,
+}
+
+impl ServiceWatch {
+    pub(crate) fn fixed(service: ServiceRef, target: Target, rule: MappingRule, res: Arc<Resolution>) -> Self {
+        let (tx, binding) = watch::channel(Binding { target, rule });
+        let rx = res.rx.clone();
+        ServiceWatch { inner: Arc::new(Inner { service, rx, binding, keep: Keep::Fixed(res, tx) }) }
+    }
+
+    /// Maps by annotations now (waiting up to the cold-start timeout for the namespace's Services),
+    /// then keeps following them.
+    pub(crate) async fn follow_annotations(
+        hub: Arc<HubInner>,
+        service: ServiceRef,
+        mapper: Mapper,
+        index: Arc<ServiceIndex>,
+    ) -> Result<Self> {
+        let mut index_rx = index.watch();
+        let wait = hub.cfg.api.cold_start_timeout;
+        if tokio::time::timeout(wait, index_rx.wait_for(|s| s.loaded)).await.is_err() {
+            warn!(
+                ?wait,
+                "the namespace's Services could not be listed in time; the naming rule applies until they can \
+                 (the mapping follows them as soon as they answer)"
+            );
+        }
+        let mut warned = Warned::default();
+        let (target, rule) = choose(&mapper, &service, &index_rx.borrow_and_update(), &mut warned, &hub)?;
+        let res = hub.api_resolution(&target).await;
+        info!(k8s_service = %target, rule = ?rule, "discovery started");
+        let (publisher, rx) = Publisher::new(crate::model::Source::Api, hub.versions.clone());
+        let (binding_tx, binding) = watch::channel(Binding { target, rule });
+        let follow = Follow { hub, service: service.clone(), mapper, index, index_rx, bound: res, binding_tx, warned };
+        let task = tokio::spawn(follow.run(Follower::new(publisher)).in_current_span());
+        Ok(ServiceWatch { inner: Arc::new(Inner { service, rx, binding, keep: Keep::Task(task) }) })
+    }
+
+    /// The Dubbo identity.
+    pub fn service(&self) -> &ServiceRef {
+        &self.inner.service
+    }
+
+    /// The Kubernetes Service it is bound to now.
+    pub fn target(&self) -> Target {
+        self.inner.binding.borrow().target.clone()
+    }
+
+    /// How the target was chosen.
+    pub fn rule(&self) -> MappingRule {
+        self.inner.binding.borrow().rule
+    }
+
+    /// A receiver of the binding, which changes when annotations move the service.
+    pub fn binding(&self) -> watch::Receiver<Binding> {
+        self.inner.binding.clone()
+    }
+
+    /// The latest snapshot (O(1)).
+    pub fn current(&self) -> EndpointSet {
+        self.inner.rx.borrow().clone()
+    }
+
+    /// A receiver of every new snapshot; its current value counts as unseen.
+    pub fn watch(&self) -> watch::Receiver<EndpointSet> {
+        self.inner.rx.clone()
+    }
+
+    /// The changes to apply to follow this service: a [`Update::Reset`] first (once anything is
+    /// known), then deltas. Ends when every clone of this handle is gone.
+    pub fn updates(&self) -> Updates {
+        Updates { rx: self.inner.rx.clone(), last: None }
+    }
+
+    /// Waits until the first answer (possibly empty) is known, up to `timeout`.
+    pub async fn ready(&self, timeout: Duration) -> Option<EndpointSet> {
+        let mut rx = self.watch();
+        tokio::time::timeout(timeout, rx.wait_for(|s| !s.pending)).await.ok()?.ok().map(|s| s.clone())
+    }
+}
+
+/// The stream of [`Update`]s of one service (see [`ServiceWatch::updates`]).
+#[derive(Debug)]
+pub struct Updates {
+    rx: watch::Receiver<EndpointSet>,
+    last: Option<u64>,
+}
+
+impl Updates {
+    /// The next update; `None` once the service handle is gone. Pending sets (nothing known yet)
+    /// are not reported; a subscriber that fell further behind than the set's log gets a reset.
+    pub async fn next(&mut self) -> Option<Update> {
+        loop {
+            let set = self.rx.borrow_and_update().clone();
+            if !set.pending {
+                match self.last {
+                    Some(v) if v == set.version => {}
+                    Some(v) => {
+                        self.last = Some(set.version);
+                        return Some(match set.deltas_since(v) {
+                            Some(deltas) => Update::Apply { set, deltas },
+                            None => Update::Reset(set),
+                        });
+                    }
+                    None => {
+                        self.last = Some(set.version);
+                        return Some(Update::Reset(set));
+                    }
+                }
+            }
+            if self.rx.changed().await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// The latest snapshot.
+    pub fn current(&self) -> EndpointSet {
+        self.rx.borrow().clone()
+    }
+}
+
+/// Mapping warnings already given (so a namespace's every Service change does not repeat them).
+#[derive(Default)]
+struct Warned {
+    tie: Vec<String>,
+    bad_port: Option<String>,
+}
+
+/// The target of `service` now: annotations first, else the naming rule.
+fn choose(
+    mapper: &Mapper,
+    service: &ServiceRef,
+    index: &IndexState,
+    warned: &mut Warned,
+    hub: &HubInner,
+) -> Result<(Target, MappingRule)> {
+    let pairs = index.services.values().map(|s| (s.name.as_str(), &s.annotations));
+    if let Some(choice) = mapper.by_annotations(service, pairs) {
+        if !choice.tied_with.is_empty() && warned.tie != choice.tied_with {
+            warn!(
+                chosen = %choice.target.service,
+                also = ?choice.tied_with,
+                "several Services declare this service equally well; using the first by name (make one of \
+                 them more specific, or remove the annotation from the others)"
+            );
+            hub.metrics.mapping_warning("tie");
+        }
+        warned.tie.clone_from(&choice.tied_with);
+        if choice.bad_port.is_some() && warned.bad_port != choice.bad_port {
+            warn!(
+                k8s_service = %choice.target.service,
+                value = choice.bad_port.as_deref().unwrap_or(""),
+                port = %choice.target.port,
+                "invalid dubbo.apache.org/port annotation (expected a port name or number); using the default port"
+            );
+            hub.metrics.mapping_warning("invalid_port");
+        }
+        warned.bad_port.clone_from(&choice.bad_port);
+        return Ok((choice.target, MappingRule::Annotation));
+    }
+    Ok((mapper.by_rule(service)?, MappingRule::Template))
+}
+
+/// A re-target waiting for the new Service's first answer.
+struct Switch {
+    target: Target,
+    rule: MappingRule,
+    res: Arc<Resolution>,
+    rx: watch::Receiver<EndpointSet>,
+    deadline: Instant,
+}
+
+struct Follow {
+    hub: Arc<HubInner>,
+    service: ServiceRef,
+    mapper: Mapper,
+    /// Keeps the namespace's Service watch alive.
+    #[allow(dead_code)]
+    index: Arc<ServiceIndex>,
+    index_rx: watch::Receiver<IndexState>,
+    bound: Arc<Resolution>,
+    binding_tx: watch::Sender<Binding>,
+    warned: Warned,
+}
+
+impl Follow {
+    async fn run(mut self, mut out: Follower) {
+        let mut generation = 0u64;
+        let mut bound_rx = self.bound.rx.clone();
+        let mut switch: Option<Switch> = None;
+        let mut index_changed = false;
+        let mut index_open = true;
+        loop {
+            if std::mem::take(&mut index_changed) {
+                let index = self.index_rx.borrow_and_update().clone();
+                match choose(&self.mapper, &self.service, &index, &mut self.warned, &self.hub) {
+                    Ok((target, rule)) => {
+                        let current = self.binding_tx.borrow().clone();
+                        let wanted_now = switch.as_ref().map_or(&current.target, |s| &s.target);
+                        if target != *wanted_now {
+                            if target == current.target {
+                                switch = None; // moved back before the new Service answered
+                            } else {
+                                let res = self.hub.api_resolution(&target).await;
+                                let rx = res.rx.clone();
+                                let deadline = Instant::now() + self.hub.cfg.api.cold_start_timeout;
+                                info!(from = %current.target, to = %target, "the service moved; waiting for the new Service's endpoints");
+                                switch = Some(Switch { target, rule, res, rx, deadline });
+                            }
+                        } else if target == current.target && rule != current.rule {
+                            self.binding_tx.send_modify(|b| b.rule = rule);
+                        }
+                    }
+                    Err(e) => warn!(error = %e, "the mapping has no target now; keeping the current one"),
+                }
+            }
+            let ready = switch.as_ref().is_some_and(|s| !s.rx.borrow().pending || Instant::now() >= s.deadline);
+            if ready && let Some(s) = switch.take() {
+                info!(to = %s.target, rule = ?s.rule, "re-targeted");
+                self.hub.metrics.retarget(&self.service.to_string());
+                self.bound = s.res;
+                bound_rx = s.rx;
+                generation += 1;
+                self.binding_tx.send_replace(Binding { target: s.target, rule: s.rule });
+            }
+            {
+                let set = bound_rx.borrow_and_update().clone();
+                let meta = Meta { source: set.source, freshness: set.freshness, pending: set.pending };
+                out.follow(generation, &set, meta);
+            }
+            let deadline = switch.as_ref().map(|s| s.deadline);
+            tokio::select! {
+                r = self.index_rx.changed(), if index_open => match r {
+                    Ok(()) => index_changed = true,
+                    Err(_) => index_open = false,
+                },
+                r = bound_rx.changed() => if r.is_err() { return },
+                r = async {
+                    match switch.as_mut() {
+                        Some(s) => s.rx.changed().await,
+                        None => std::future::pending().await,
+                    }
+                } => if r.is_err() { switch = None },
+                () = async {
+                    match deadline {
+                        Some(d) => tokio::time::sleep_until(d.into()).await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
+                () = out.publisher.closed() => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! Static mode: a fixed list of `host:port`. IPs are used as they are; names are resolved by the
+//! system resolver (`/etc/hosts`, then DNS) and again every `DISCOVERY_DNS_TTL_CEILING`, keeping a
+//! name's last good addresses when a resolution fails (docker-compose service names, VMs).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tracing::{debug, warn};
+
+use crate::config::{Host, StaticEndpoint};
+use crate::model::{Endpoint, EndpointSet, Freshness, Source};
+use crate::publish::{Meta, Publisher};
+
+const LIVE: Meta = Meta { source: Source::Static, freshness: Freshness::Live, pending: false };
+
+/// Runs until every receiver of `publisher` is gone.
+pub(crate) async fn run_static(
+    entries: Vec<StaticEndpoint>,
+    refresh: Duration,
+    timeout: Duration,
+    mut publisher: Publisher,
+) {
+    let mut resolved: HashMap<StaticEndpoint, Vec<SocketAddr>> = HashMap::new();
+    loop {
+        for entry in &entries {
+            let addrs = match &entry.host {
+                Host::Ip(ip) => vec![SocketAddr::new(*ip, entry.port)],
+                Host::Name(name) => {
+                    match tokio::time::timeout(timeout, tokio::net::lookup_host((name.as_str(), entry.port))).await {
+                        Ok(Ok(found)) => {
+                            let found: Vec<SocketAddr> = found.collect();
+                            debug!(host = %name, addresses = ?found, "static host resolved");
+                            found
+                        }
+                        Ok(Err(e)) => {
+                            warn!(host = %name, error = %e, "failed to resolve a static host; keeping its last addresses");
+                            continue;
+                        }
+                        Err(_) => {
+                            warn!(host = %name, ?timeout, "resolving a static host timed out; keeping its last addresses");
+                            continue;
+                        }
+                    }
+                }
+            };
+            resolved.insert(entry.clone(), addrs);
+        }
+        let endpoints = entries.iter().flat_map(|entry| {
+            let name = match &entry.host {
+                Host::Name(n) => Some(n.clone()),
+                Host::Ip(_) => None,
+            };
+            resolved
+                .get(entry)
+                .into_iter()
+                .flatten()
+                .map(move |addr| Endpoint { name: name.clone(), ..Endpoint::new(*addr) })
+        });
+        publisher.replace(&EndpointSet::of(Source::Static, endpoints), LIVE);
+        if entries.iter().all(|e| matches!(e.host, Host::Ip(_))) {
+            publisher.closed().await;
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(refresh) => {}
+            () = publisher.closed() => return,
+        }
+    }
+}
