@@ -11,7 +11,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use discovery::{Discovery, EndpointKey, Freshness};
+use discovery::{EndpointKey, ServiceWatch};
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 
@@ -68,24 +68,24 @@ async fn call(State(s): State<AdminState>, Query(q): Query<HashMap<String, Strin
 }
 
 /// The current endpoint set as JSON: addresses, conditions, source, age, version.
-pub fn endpoints_json(d: &Discovery, in_flight: Option<&HashMap<EndpointKey, usize>>) -> Value {
+pub fn endpoints_json(d: &ServiceWatch, in_flight: Option<&HashMap<EndpointKey, usize>>) -> Value {
     let set = d.current();
-    let routable: Vec<EndpointKey> = set.routable().iter().map(|e| e.key()).collect();
     let endpoints: Vec<Value> = set
-        .endpoints
         .iter()
         .map(|e| {
             let key = e.key();
             json!({
-                "address": e.host.to_string(),
-                "port": e.port,
+                "address": e.addr.ip().to_string(),
+                "port": e.addr.port(),
                 "name": e.name,
                 "node": e.node,
                 "zone": e.zone,
+                "zone_hints": e.zone_hints,
+                "weight": e.weight,
                 "ready": e.conditions.ready,
                 "serving": e.conditions.serving,
                 "terminating": e.conditions.terminating,
-                "routable": routable.contains(&key),
+                "routable": set.is_routable(e),
                 "in_flight": in_flight.and_then(|m| m.get(&key)).copied(),
             })
         })
@@ -98,7 +98,7 @@ pub fn endpoints_json(d: &Discovery, in_flight: Option<&HashMap<EndpointKey, usi
         "version": set.version,
         "source": set.source,
         "pending": set.pending,
-        "stale": matches!(set.freshness, Freshness::Stale { .. }),
+        "stale": set.is_stale(),
         "stale_for_ms": set.stale_for(Instant::now()).as_millis() as u64,
         "published_ms_ago": age_ms,
         "endpoints": endpoints,

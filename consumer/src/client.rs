@@ -12,8 +12,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use discovery::adapter::diff::{Change, Differ};
-use discovery::{Discovery, EndpointKey, EndpointSet};
+use discovery::{EndpointKey, EndpointSet, ServiceWatch};
 use provider::pb::greeter_service_client::GreeterServiceClient;
 use provider::pb::{HelloReply, HelloRequest};
 use provider::{GROUP_HEADER, VERSION_HEADER};
@@ -133,7 +132,6 @@ struct Member {
 
 #[derive(Debug)]
 struct Pool {
-    differ: Differ,
     version: u64,
     members: Vec<Arc<Member>>,
 }
@@ -149,7 +147,7 @@ pub struct GreeterClient {
 
 #[derive(Debug)]
 struct Inner {
-    discovery: Discovery,
+    discovery: ServiceWatch,
     /// The Dubbo service key, for errors.
     service: String,
     /// `tri-service-version` / `tri-service-group` values, parsed once (absent when empty).
@@ -185,7 +183,7 @@ pub fn retryable(status: &tonic::Status) -> bool {
 
 impl GreeterClient {
     /// A client of `discovery`'s service.
-    pub fn new(discovery: Discovery, policy: CallPolicy, stats: Stats) -> Self {
+    pub fn new(discovery: ServiceWatch, policy: CallPolicy, stats: Stats) -> Self {
         let id = discovery.service();
         let header = |v: &str| if v.is_empty() { None } else { v.parse().ok() };
         let (service, version_header, group_header) = (id.to_string(), header(&id.version), header(&id.group));
@@ -196,7 +194,7 @@ impl GreeterClient {
                 version_header,
                 group_header,
                 policy,
-                pool: Mutex::new(Pool { differ: Differ::new(), version: u64::MAX, members: Vec::new() }),
+                pool: Mutex::new(Pool { version: u64::MAX, members: Vec::new() }),
                 budget: TpsBudget::new(Duration::from_secs(10), 10, policy.retry_budget),
                 stats,
                 epoch: Instant::now(),
@@ -205,7 +203,7 @@ impl GreeterClient {
     }
 
     /// The discovery behind it.
-    pub fn discovery(&self) -> &Discovery {
+    pub fn discovery(&self) -> &ServiceWatch {
         &self.inner.discovery
     }
 
@@ -226,33 +224,33 @@ impl GreeterClient {
             return;
         }
         pool.version = set.version;
-        for change in pool.differ.update(set) {
-            match change {
-                Change::Insert(key, _) => {
-                    let uri = format!("http://{key}");
-                    match TonicEndpoint::from_shared(uri) {
-                        Ok(ep) => {
-                            let channel = ep
-                                .connect_timeout(self.inner.policy.connect_timeout)
-                                .tcp_nodelay(true)
-                                .http2_keep_alive_interval(Duration::from_secs(30))
-                                .keep_alive_while_idle(true)
-                                .connect_lazy();
-                            debug!(endpoint = %key, "endpoint added");
-                            pool.members.push(Arc::new(Member {
-                                key,
-                                channel,
-                                in_flight: AtomicUsize::new(0),
-                                ejected_until: AtomicU64::new(0),
-                            }));
-                        }
-                        Err(e) => warn!(endpoint = %key, error = %e, "endpoint is not a valid URI authority; skipped"),
-                    }
+        if set.pending {
+            return;
+        }
+        let routable: std::collections::HashSet<EndpointKey> = set.routable().map(|e| e.key()).collect();
+        pool.members.retain(|m| routable.contains(&m.key));
+        for key in routable {
+            if pool.members.iter().any(|m| m.key == key) {
+                continue;
+            }
+            let uri = format!("http://{key}");
+            match TonicEndpoint::from_shared(uri) {
+                Ok(ep) => {
+                    let channel = ep
+                        .connect_timeout(self.inner.policy.connect_timeout)
+                        .tcp_nodelay(true)
+                        .http2_keep_alive_interval(Duration::from_secs(30))
+                        .keep_alive_while_idle(true)
+                        .connect_lazy();
+                    debug!(endpoint = %key, "endpoint added");
+                    pool.members.push(Arc::new(Member {
+                        key,
+                        channel,
+                        in_flight: AtomicUsize::new(0),
+                        ejected_until: AtomicU64::new(0),
+                    }));
                 }
-                Change::Remove(key) => {
-                    debug!(endpoint = %key, "endpoint removed");
-                    pool.members.retain(|m| m.key != key);
-                }
+                Err(e) => warn!(endpoint = %key, error = %e, "endpoint is not a valid URI authority; skipped"),
             }
         }
     }
@@ -286,7 +284,7 @@ impl GreeterClient {
 
     /// Per-endpoint in-flight counts (for `/debug/endpoints`).
     pub fn in_flight(&self) -> HashMap<EndpointKey, usize> {
-        self.lock().members.iter().map(|m| (m.key.clone(), m.in_flight.load(Ordering::Relaxed))).collect()
+        self.lock().members.iter().map(|m| (m.key, m.in_flight.load(Ordering::Relaxed))).collect()
     }
 
     /// One `SayHello` call, with retries on other endpoints.
@@ -323,10 +321,10 @@ impl GreeterClient {
                     service: service(),
                     target: self.inner.discovery.target().to_string(),
                     origin: set.source.to_string(),
-                    known: set.endpoints.len(),
+                    known: set.len(),
                 }));
             };
-            tried.push(member.key.clone());
+            tried.push(member.key);
             let now = Instant::now();
             if now >= deadline {
                 return Err(CallError::Deadline {
@@ -351,7 +349,7 @@ impl GreeterClient {
                 Ok(Ok(resp)) => {
                     return Ok(Reply {
                         reply: resp.into_inner(),
-                        endpoint: member.key.clone(),
+                        endpoint: member.key,
                         attempts: attempt,
                         latency: started.elapsed(),
                     });
@@ -363,12 +361,7 @@ impl GreeterClient {
                         member.ejected_until.store(until.as_millis() as u64, Ordering::Relaxed);
                     }
                     debug!(endpoint = %member.key, code = ?status.code(), message = status.message(), attempt, retry, "call failed");
-                    let err = CallError::Status {
-                        service: service(),
-                        endpoint: member.key.clone(),
-                        status,
-                        attempts: attempt,
-                    };
+                    let err = CallError::Status { service: service(), endpoint: member.key, status, attempts: attempt };
                     if !retry || attempt > policy.retries {
                         return Err(err);
                     }

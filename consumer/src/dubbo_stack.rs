@@ -86,6 +86,11 @@ pub async fn say_hello(client: &mut TripleClient, cfg: &ConsumerConfig, name: &s
         .map_err(|s| format!("{s:?}"))
 }
 
+/// The dubbo crate does not say which endpoint served a call.
+fn registry_endpoint() -> EndpointKey {
+    EndpointKey(std::net::SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
 fn to_reply(r: HelloReply, started: Instant) -> Reply {
     Reply {
         reply: provider::pb::HelloReply {
@@ -97,7 +102,7 @@ fn to_reply(r: HelloReply, started: Instant) -> Reply {
                 group: i.group,
             }),
         },
-        endpoint: EndpointKey("kubernetes-registry".into()),
+        endpoint: registry_endpoint(),
         attempts: 1,
         latency: started.elapsed(),
     }
@@ -139,7 +144,26 @@ async fn drive(
     ready: oneshot::Sender<Result<(), String>>,
     mut stop: oneshot::Receiver<()>,
 ) {
-    if let Err(e) = discovery::adapter::dubbo::install(cfg.discovery.clone(), discovery::Metrics::default()).await {
+    // The registry serves every subscription through one hub; wait for discovery's first answer so
+    // that the first call finds providers.
+    let hub = match discovery::Discovery::new(&cfg.discovery, discovery::Metrics::default()).await {
+        Ok(h) => h,
+        Err(e) => {
+            let _ = ready.send(Err(format!("discovery failed to start: {e}")));
+            return;
+        }
+    };
+    let watch = match hub.service(cfg.service.clone()).await {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = ready.send(Err(format!("discovery failed to start: {e}")));
+            return;
+        }
+    };
+    if watch.ready(cfg.discovery.api.cold_start_timeout + cfg.deadline).await.is_none() {
+        warn!(service = %cfg.service, "no endpoint set yet; the first calls may wait for one");
+    }
+    if let Err(e) = discovery::adapter::dubbo::install(hub).await {
         let _ = ready.send(Err(format!("failed to register the kubernetes registry extension: {e}")));
         return;
     }
@@ -181,7 +205,7 @@ async fn drive(
                         Ok(Ok(Ok(reply))) => Ok(to_reply(reply, started)),
                         Ok(Ok(Err(e))) => Err(CallError::Status {
                             service,
-                            endpoint: EndpointKey("kubernetes-registry".into()),
+                            endpoint: registry_endpoint(),
                             status: tonic::Status::unknown(e),
                             attempts: 1,
                         }),
@@ -190,7 +214,7 @@ async fn drive(
                             warn!(error = %join, "dubbo client call panicked (contained)");
                             Err(CallError::Status {
                                 service,
-                                endpoint: EndpointKey("kubernetes-registry".into()),
+                                endpoint: registry_endpoint(),
                                 status: tonic::Status::internal(format!("dubbo client panicked: {join}")),
                                 attempts: 1,
                             })

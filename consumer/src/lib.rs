@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use discovery::Discovery;
+
 use prometheus_client::registry::Registry;
 use tracing::{info, warn};
 
@@ -68,7 +69,8 @@ pub fn policy(cfg: &ConsumerConfig) -> CallPolicy {
 pub async fn connect(cfg: &ConsumerConfig, registry: &mut Registry) -> Result<GreeterClient, Error> {
     let metrics = discovery::Metrics::register(registry);
     let stats = Stats::register(registry);
-    let d = Discovery::start(&cfg.discovery, cfg.service.clone(), metrics).await?;
+    let hub = Discovery::new(&cfg.discovery, metrics).await?;
+    let d = hub.service(cfg.service.clone()).await?;
     Ok(GreeterClient::new(d, policy(cfg), stats))
 }
 

@@ -38,7 +38,7 @@ enum Command {
         #[arg(long)]
         watch: bool,
         /// How long to wait for the first answer.
-        #[arg(long, default_value = "10s", value_parser = discovery::config::parse_duration)]
+        #[arg(long, default_value = "10s", value_parser = discovery::config::env::parse_duration)]
         timeout: Duration,
     },
     /// Make one call and print the reply.
@@ -69,12 +69,14 @@ async fn main() {
             let service = ServiceRef::new(interface.unwrap_or(cfg.service.interface))
                 .with_version(version.unwrap_or(cfg.service.version))
                 .with_group(group.unwrap_or(cfg.service.group));
-            let d = discovery::Discovery::start(&cfg.discovery, service, discovery::Metrics::default())
-                .await
-                .unwrap_or_else(|e| {
-                    let e = consumer::Error::from(e);
-                    fail(e.exit_code(), e)
-                });
+            let started = async {
+                let hub = discovery::Discovery::new(&cfg.discovery, discovery::Metrics::default()).await?;
+                hub.service(service).await
+            };
+            let d = started.await.unwrap_or_else(|e| {
+                let e = consumer::Error::from(e);
+                fail(e.exit_code(), e)
+            });
             let mut out = std::io::stdout();
             if let Err(e) = resolve::run(&d, watch, timeout, &mut out, shutdown_signal()).await {
                 fail(1, e);

@@ -1,20 +1,22 @@
 //! `consumer resolve`: the endpoint set of one Dubbo service as a table and, with `--watch`, every
-//! change as it happens.
+//! change as it happens (printed from discovery's own deltas).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use discovery::{Discovery, Endpoint, EndpointKey, EndpointSet, Freshness};
+use discovery::{Delta, Endpoint, EndpointSet, Freshness, ServiceWatch, Update};
+
+fn dash(o: &Option<String>) -> &str {
+    o.as_deref().unwrap_or("-")
+}
 
 /// Renders one snapshot as a table.
-pub fn table(d: &Discovery, set: &EndpointSet) -> String {
+pub fn table(d: &ServiceWatch, set: &EndpointSet) -> String {
     let state = match set.freshness {
         _ if set.pending => "pending".to_owned(),
         Freshness::Live => "live".to_owned(),
         Freshness::Stale { .. } => format!("stale for {:.1}s", set.stale_for(Instant::now()).as_secs_f64()),
     };
-    let routable: BTreeSet<String> = set.routable().iter().map(|e| e.key().0).collect();
     let mut out = format!(
         "{} -> {} (mapping: {:?})\nversion {}  source {}  {}  {} endpoint(s), {} routable\n",
         d.service(),
@@ -23,102 +25,92 @@ pub fn table(d: &Discovery, set: &EndpointSet) -> String {
         set.version,
         set.source,
         state,
-        set.endpoints.len(),
-        routable.len()
+        set.len(),
+        set.routable_len()
     );
     out.push_str(&format!(
-        "{:<40} {:<6} {:<28} {:<10} {:<8} {:<6} {:<8} {:<12} {}\n",
-        "ADDRESS", "PORT", "NAME", "NODE", "ZONE", "READY", "SERVING", "TERMINATING", "ROUTABLE"
+        "{:<40} {:<6} {:<28} {:<10} {:<8} {:<6} {:<6} {:<8} {:<12} {}\n",
+        "ADDRESS", "PORT", "NAME", "NODE", "ZONE", "WEIGHT", "READY", "SERVING", "TERMINATING", "ROUTABLE"
     ));
-    for e in set.endpoints.iter() {
-        let dash = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
+    for e in set.iter() {
         out.push_str(&format!(
-            "{:<40} {:<6} {:<28} {:<10} {:<8} {:<6} {:<8} {:<12} {}\n",
-            e.host.to_string(),
-            e.port,
+            "{:<40} {:<6} {:<28} {:<10} {:<8} {:<6} {:<6} {:<8} {:<12} {}\n",
+            e.addr.ip().to_string(),
+            e.addr.port(),
             dash(&e.name),
             dash(&e.node),
             dash(&e.zone),
+            e.weight,
             e.conditions.ready,
             e.conditions.serving,
             e.conditions.terminating,
-            if routable.contains(&e.key().0) { "yes" } else { "no" }
+            if set.is_routable(e) { "yes" } else { "no" }
         ));
     }
     out
 }
 
-/// The lines that say what changed between two snapshots (`+ addr:port name`, `- addr:port`,
+fn conditions(e: &Endpoint) -> String {
+    format!("ready={} serving={} terminating={}", e.conditions.ready, e.conditions.serving, e.conditions.terminating)
+}
+
+/// The lines that say what a delta changed (`+ addr:port name`, `- addr:port`,
 /// `~ addr:port ready=false ...`).
-pub fn diff_lines(old: &EndpointSet, new: &EndpointSet) -> Vec<String> {
-    let mut lines = Vec::new();
-    let before: HashMap<EndpointKey, &Endpoint> = old.endpoints.iter().map(|e| (e.key(), e)).collect();
-    let after: HashSet<EndpointKey> = new.endpoints.iter().map(Endpoint::key).collect();
-    for e in new.endpoints.iter() {
-        match before.get(&e.key()) {
-            None => lines.push(format!("+ {} {}", e.key(), e.name.as_deref().unwrap_or(""))),
-            Some(o) if o.conditions != e.conditions => lines.push(format!(
-                "~ {} ready={} serving={} terminating={}",
-                e.key(),
-                e.conditions.ready,
-                e.conditions.serving,
-                e.conditions.terminating
-            )),
-            Some(_) => {}
-        }
-    }
-    for o in old.endpoints.iter() {
-        let key = o.key();
-        if !after.contains(&key) {
-            lines.push(format!("- {key}"));
-        }
-    }
-    if old.source != new.source {
-        lines.push(format!("source {} -> {}", old.source, new.source));
-    }
+pub fn delta_lines(delta: &Delta) -> Vec<String> {
+    let mut lines: Vec<String> = delta.added.iter().map(|e| format!("+ {} {}", e.key(), dash(&e.name))).collect();
+    lines.extend(delta.updated.iter().map(|e| format!("~ {} {}", e.key(), conditions(e))));
+    lines.extend(delta.removed.iter().map(|k| format!("- {k}")));
     lines
 }
 
 /// Prints the set once (after at most `timeout` for the first answer) and, with `watch`, every change
 /// until `stop` completes.
 pub async fn run(
-    d: &Discovery,
+    d: &ServiceWatch,
     watch: bool,
     timeout: Duration,
     out: &mut (impl Write + Send),
     stop: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let first = match d.ready(timeout).await {
-        Some(s) => s,
-        None => {
-            writeln!(out, "no answer within {timeout:?}; what is known so far:")?;
-            d.current()
+    if d.ready(timeout).await.is_none() {
+        writeln!(out, "no answer within {timeout:?}; what is known so far:")?;
+        write!(out, "{}", table(d, &d.current()))?;
+        out.flush()?;
+        if !watch {
+            return Ok(());
         }
-    };
-    write!(out, "{}", table(d, &first))?;
-    out.flush()?;
-    if !watch {
-        return Ok(());
     }
-    let mut rx = d.watch();
-    let mut last = first;
+    let mut updates = d.updates();
     let mut stop = std::pin::pin!(stop);
+    let mut last_source = None;
     loop {
-        // Compare versions rather than trust the channel's "seen" mark: a change published between
-        // the first table and this subscription must still be printed.
-        let set = rx.borrow_and_update().clone();
-        if set.version != last.version {
-            writeln!(out, "--- change at version {}", set.version)?;
-            for l in diff_lines(&last, &set) {
-                writeln!(out, "{l}")?;
-            }
-            write!(out, "{}", table(d, &set))?;
-            out.flush()?;
-            last = set;
-        }
-        tokio::select! {
+        let update = tokio::select! {
             () = &mut stop => return Ok(()),
-            r = rx.changed() => if r.is_err() { return Ok(()) },
+            u = updates.next() => match u { Some(u) => u, None => return Ok(()) },
+        };
+        let set = update.set();
+        match &update {
+            Update::Reset(_) => {}
+            Update::Apply { deltas, .. } => {
+                writeln!(out, "--- change at version {}", set.version)?;
+                for l in deltas.iter().flat_map(|d| delta_lines(d)) {
+                    writeln!(out, "{l}")?;
+                }
+                if last_source.is_some_and(|s| s != set.source) {
+                    writeln!(
+                        out,
+                        "source {} -> {}",
+                        last_source.map_or("", |s: discovery::Source| s.as_str()),
+                        set.source
+                    )?;
+                }
+            }
+        }
+        last_source = Some(set.source);
+        write!(out, "{}", table(d, set))?;
+        out.flush()?;
+        if !watch {
+            return Ok(());
         }
     }
 }

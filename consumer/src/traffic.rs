@@ -64,7 +64,7 @@ pub async fn run(
                     failed = now.failed - last.failed,
                     retries = now.retries - last.retries,
                     skipped,
-                    endpoints = set.routable().len(),
+                    endpoints = set.routable_len(),
                     source = %set.source,
                     per_instance = ?per_instance,
                     "calls per provider instance"

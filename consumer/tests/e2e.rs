@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use consumer::{CallError, CallPolicy, GreeterClient, Stats};
 use discovery::config::BackoffConfig;
+use discovery::config::{Host, StaticEndpoint};
 use discovery::testkit::{FakeApiServer, FakeDns, PodEndpoint, endpoint_slice};
-use discovery::{Discovery, DiscoveryConfig, Endpoint, Host, Metrics, Mode, ServiceRef};
+use discovery::{Discovery, DiscoveryConfig, Metrics, Mode, ServiceRef, ServiceWatch};
 use provider::{Provider, ProviderConfig};
 
 const NS: &str = "demo";
@@ -18,6 +19,11 @@ const SVC: &str = "greeter-service";
 
 fn greeter(version: &str) -> ServiceRef {
     ServiceRef::new(provider::INTERFACE).with_version(version)
+}
+
+async fn watch(cfg: &DiscoveryConfig, service: ServiceRef) -> ServiceWatch {
+    let hub = Discovery::new(cfg, Metrics::default()).await.expect("discovery");
+    hub.service(service).await.expect("discovery")
 }
 
 async fn provider(name: &str, version: &str) -> Provider {
@@ -47,10 +53,13 @@ fn policy() -> CallPolicy {
 async fn static_client(providers: &[&Provider], version: &str) -> GreeterClient {
     let cfg = DiscoveryConfig {
         mode: Mode::Static,
-        static_endpoints: providers.iter().map(|p| Endpoint::new(Host::Ip(p.addr().ip()), p.addr().port())).collect(),
+        static_endpoints: providers
+            .iter()
+            .map(|p| StaticEndpoint { host: Host::Ip(p.addr().ip()), port: p.addr().port() })
+            .collect(),
         ..DiscoveryConfig::default()
     };
-    let d = Discovery::start(&cfg, greeter(version), Metrics::default()).await.expect("discovery");
+    let d = watch(&cfg, greeter(version)).await;
     GreeterClient::new(d, policy(), Stats::default())
 }
 
@@ -67,8 +76,9 @@ async fn api_client(api: &FakeApiServer, dns: &FakeDns, version: &str) -> Greete
     let mut cfg = DiscoveryConfig { mode: Mode::Api, namespace: NS.into(), ..DiscoveryConfig::default() };
     cfg.api.server = Some(api.url());
     cfg.dns.server = Some(dns.addr());
+    cfg.api.allow_loopback = true;
     cfg.backoff = BackoffConfig { min: Duration::from_millis(50), max: Duration::from_millis(400) };
-    let d = Discovery::start(&cfg, greeter(version), Metrics::default()).await.expect("discovery");
+    let d = watch(&cfg, greeter(version)).await;
     d.ready(Duration::from_secs(10)).await.expect("first answer");
     GreeterClient::new(d, policy(), Stats::default())
 }
@@ -302,10 +312,10 @@ async fn retries_are_bounded_and_each_goes_to_another_endpoint() {
         (0..3).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr")).collect();
     let cfg = DiscoveryConfig {
         mode: Mode::Static,
-        static_endpoints: dead.iter().map(|a| Endpoint::new(Host::Ip(a.ip()), a.port())).collect(),
+        static_endpoints: dead.iter().map(|a| StaticEndpoint { host: Host::Ip(a.ip()), port: a.port() }).collect(),
         ..DiscoveryConfig::default()
     };
-    let d = Discovery::start(&cfg, greeter("1.0.0"), Metrics::default()).await.expect("discovery");
+    let d = watch(&cfg, greeter("1.0.0")).await;
     let client = GreeterClient::new(d.clone(), policy(), Stats::default());
     let started = Instant::now();
     match client.say_hello("x").await.expect_err("all refused") {

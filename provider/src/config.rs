@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use discovery::config::{ConfigError, load_raw, parse_duration, parse_var};
+use discovery::config::ConfigError;
+use discovery::config::env::{load_raw, parse_duration, parse_var};
 use serde::Deserialize;
 
 use crate::telemetry::LogFormat;

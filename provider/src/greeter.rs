@@ -37,10 +37,21 @@ impl CallMetrics {
     }
 
     fn count(&self, method: &str, code: tonic::Code) {
-        // `InvalidArgument` → `invalid_argument`
-        let code = discovery::mapping::kebab(&format!("{code:?}")).replace('-', "_");
+        let code = snake(&format!("{code:?}"));
         self.calls.get_or_create(&vec![("method".into(), method.into()), ("code".into(), code)]).inc();
     }
+}
+
+/// `InvalidArgument` → `invalid_argument`.
+fn snake(camel: &str) -> String {
+    let mut out = String::with_capacity(camel.len() + 4);
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
 }
 
 /// Serves `org.apache.dubbo.demo.GreeterService` as one provider instance.
