@@ -1,5 +1,7 @@
-//! The consumer's admin HTTP port: `/metrics`, `/healthz`, `/debug/endpoints` (the current endpoint
-//! set as JSON), `/stats` (call counters), `/call?name=…` (one call, its reply as JSON).
+//! The consumer's admin HTTP port: `/metrics`, `/healthz`, `/debug/endpoints` (discovery's set and
+//! the client's pool: zones, weights, ejections, calls in flight), `/stats` (call counters),
+//! `/call?name=…` (one call on the configured stack, its reply as JSON). Nothing here changes state
+//! but `/call`, which makes one call.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,13 +17,13 @@ use discovery::{EndpointKey, ServiceWatch};
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 
-use crate::client::GreeterClient;
+use crate::Stack;
 
 /// What the admin endpoints read.
 #[derive(Clone, Debug)]
 pub struct AdminState {
-    /// The client (and its discovery).
-    pub client: GreeterClient,
+    /// The client stack (and its discovery).
+    pub stack: Stack,
     /// Metrics.
     pub registry: Arc<Registry>,
 }
@@ -34,24 +36,20 @@ pub fn router(state: AdminState) -> Router {
             get(|State(s): State<AdminState>| async move { provider::admin::metrics_text(&s.registry).await }),
         )
         .route("/healthz", get(|| async { "ok\n" }))
-        .route(
-            "/debug/endpoints",
-            get(|State(s): State<AdminState>| async move {
-                Json(endpoints_json(s.client.discovery(), Some(&s.client.in_flight())))
-            }),
-        )
-        .route("/stats", get(|State(s): State<AdminState>| async move { Json(s.client.stats().snapshot()) }))
+        .route("/debug/endpoints", get(|State(s): State<AdminState>| async move { Json(debug_json(&s.stack)) }))
+        .route("/stats", get(|State(s): State<AdminState>| async move { Json(s.stack.stats()) }))
         .route("/call", get(call))
         .with_state(state)
 }
 
 async fn call(State(s): State<AdminState>, Query(q): Query<HashMap<String, String>>) -> Response {
     let name = q.get("name").cloned().unwrap_or_else(|| "admin".into());
-    match s.client.say_hello(&name).await {
+    match s.stack.say_hello(&name).await {
         Ok(r) => Json(json!({
+            "stack": format!("{:?}", s.stack.kind()).to_lowercase(),
             "message": r.reply.message,
             "served_by": r.reply.served_by.map(|i| json!({"name": i.name, "ip": i.ip, "version": i.version, "group": i.group})),
-            "endpoint": r.endpoint.0,
+            "endpoint": r.endpoint.map(|e| e.to_string()),
             "attempts": r.attempts,
             "latency_ms": r.latency.as_secs_f64() * 1000.0,
         }))
@@ -62,9 +60,21 @@ async fn call(State(s): State<AdminState>, Query(q): Query<HashMap<String, Strin
                 tonic::Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::BAD_GATEWAY,
             };
-            (code, Json(json!({"error": e.to_string(), "grpc_code": format!("{:?}", e.code())}))).into_response()
+            let body = json!({"error": e.message(), "grpc_code": crate::stats::code_label(e.code())});
+            (code, Json(body)).into_response()
         }
     }
+}
+
+/// Discovery's set and, for the tonic stack, the client's pool.
+pub fn debug_json(stack: &Stack) -> Value {
+    let in_flight = stack.balanced().map(|b| b.in_flight());
+    let mut v = endpoints_json(stack.service(), in_flight.as_ref());
+    v["stack"] = json!(format!("{:?}", stack.kind()).to_lowercase());
+    if let Some(b) = stack.balanced() {
+        v["client"] = serde_json::to_value(b.debug()).unwrap_or(Value::Null);
+    }
+    v
 }
 
 /// The current endpoint set as JSON: addresses, conditions, source, age, version.
@@ -101,6 +111,7 @@ pub fn endpoints_json(d: &ServiceWatch, in_flight: Option<&HashMap<EndpointKey, 
         "stale": set.is_stale(),
         "stale_for_ms": set.stale_for(Instant::now()).as_millis() as u64,
         "published_ms_ago": age_ms,
+        "prefer_close": set.prefer_close,
         "endpoints": endpoints,
     })
 }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use discovery::client::{ClientMetrics, ClientOptions};
 use discovery::config::ConfigError;
 use discovery::config::env::{load_raw, parse_duration, parse_nonzero_duration, parse_var};
 use discovery::{DiscoveryConfig, ServiceRef};
@@ -39,6 +40,8 @@ pub struct ConsumerConfig {
     pub retry_budget: f32,
     /// Connect timeout of one endpoint.
     pub connect_timeout: Duration,
+    /// Balancing (subset, slow start, outlier detection, zones) from `DISCOVERY_*`.
+    pub balancing: ClientOptions,
     /// How often the per-instance distribution is logged.
     pub report_interval: Duration,
     /// Admin HTTP listen address.
@@ -62,6 +65,7 @@ impl Default for ConsumerConfig {
             retries: 2,
             retry_budget: 0.2,
             connect_timeout: Duration::from_secs(1),
+            balancing: ClientOptions::default(),
             report_interval: Duration::from_secs(10),
             admin_listen: SocketAddr::from(([0, 0, 0, 0], 8081)),
             name: "dubbo-k8s".into(),
@@ -99,6 +103,18 @@ fn set<T>(
 }
 
 impl ConsumerConfig {
+    /// The balanced client's options: the call policy of `CONSUMER_*`, the balancing of `DISCOVERY_*`.
+    pub fn client_options(&self, metrics: ClientMetrics) -> ClientOptions {
+        ClientOptions {
+            default_deadline: self.deadline,
+            retries: self.retries,
+            retry_budget: f64::from(self.retry_budget),
+            connect_timeout: self.connect_timeout,
+            metrics,
+            ..self.balancing.clone()
+        }
+    }
+
     /// From the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_vars(&std::env::vars().collect())
@@ -150,6 +166,7 @@ impl ConsumerConfig {
             .unwrap_or(d.retry_budget),
             connect_timeout: set(raw.connect_timeout, "CONNECT_TIMEOUT", parse_nonzero_duration)?
                 .unwrap_or(d.connect_timeout),
+            balancing: ClientOptions::from_vars(vars)?,
             report_interval: set(raw.report_interval, "REPORT_INTERVAL", parse_duration)?.unwrap_or(d.report_interval),
             admin_listen: set(raw.admin_listen, "ADMIN_LISTEN", |s| {
                 s.parse().map_err(|_| "expected ip:port, e.g. 0.0.0.0:8081".to_owned())
@@ -195,6 +212,7 @@ mod tests {
             ("CONSUMER_CLIENT", "grpc-go", "tonic or dubbo"),
             ("CONSUMER_RETRIES", "99", "0 to 10"),
             ("DISCOVERY_MODE", "zk", "api, dns, static"),
+            ("DISCOVERY_SUBSET_SIZE", "many", "0 to 1000000"),
         ] {
             let e = ConsumerConfig::from_vars(&vars(&[(var, val)])).expect_err(var).to_string();
             assert!(e.contains(var) && e.contains(hint), "{e}");

@@ -1,13 +1,15 @@
-//! The demo's Dubbo Triple consumer: finds providers with the discovery crate and calls them.
+//! The demo's Dubbo Triple consumer: a thin user of the discovery library. Its calls go through
+//! [`discovery::client::Balanced`] (or, with `CONSUMER_CLIENT=dubbo`, the `dubbo` crate over
+//! discovery's `kubernetes://` registry).
 //!
 //! `main.rs` is thin: parse the command line, load [`ConsumerConfig`], init telemetry, then [`run`]
 //! (steady traffic + admin port) or `resolve` / `call`.
 
 pub mod admin;
-pub mod client;
 pub mod config;
 #[cfg(feature = "dubbo")]
 pub mod dubbo_stack;
+pub mod greeter;
 pub mod resolve;
 pub mod stats;
 pub mod traffic;
@@ -16,13 +18,13 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use discovery::Discovery;
-
+use discovery::client::{Balanced, ClientMetrics};
+use discovery::{Discovery, ServiceWatch};
 use prometheus_client::registry::Registry;
 use tracing::{info, warn};
 
-pub use client::{CallError, CallPolicy, GreeterClient, Reply};
 pub use config::{ClientKind, ConsumerConfig};
+pub use greeter::{Greeter, Reply};
 pub use stats::{Stats, StatsSnapshot};
 
 /// Why the consumer could not run.
@@ -50,56 +52,122 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Discovery(discovery::Error::Mapping(_)) => 2,
+            Error::Dubbo(e) if e.contains("--features dubbo") => 2,
             _ => 1,
         }
     }
 }
 
-/// The call policy of a configuration.
-pub fn policy(cfg: &ConsumerConfig) -> CallPolicy {
-    CallPolicy {
-        deadline: cfg.deadline,
-        retries: cfg.retries,
-        retry_budget: cfg.retry_budget,
-        connect_timeout: cfg.connect_timeout,
+/// The configured client stack.
+#[derive(Clone, Debug)]
+pub enum Stack {
+    /// tonic's generated client over discovery's balanced client.
+    Tonic(Greeter),
+    /// The `dubbo` crate over discovery's `kubernetes://` registry.
+    #[cfg(feature = "dubbo")]
+    Dubbo(dubbo_stack::DubboStack),
+}
+
+impl Stack {
+    /// One `SayHello`.
+    pub async fn say_hello(&self, name: &str) -> Result<Reply, tonic::Status> {
+        match self {
+            Stack::Tonic(g) => g.say_hello(name).await,
+            #[cfg(feature = "dubbo")]
+            Stack::Dubbo(d) => d.say_hello(name).await,
+        }
+    }
+
+    /// The service followed.
+    pub fn service(&self) -> &ServiceWatch {
+        match self {
+            Stack::Tonic(g) => g.balanced().service(),
+            #[cfg(feature = "dubbo")]
+            Stack::Dubbo(d) => d.service(),
+        }
+    }
+
+    /// The balanced client (tonic stack only).
+    pub fn balanced(&self) -> Option<&Balanced> {
+        match self {
+            Stack::Tonic(g) => Some(g.balanced()),
+            #[cfg(feature = "dubbo")]
+            Stack::Dubbo(_) => None,
+        }
+    }
+
+    /// The counters, with the balanced client's retries, causes and zones.
+    pub fn stats(&self) -> StatsSnapshot {
+        match self {
+            Stack::Tonic(g) => {
+                let mut s = g.stats().snapshot();
+                let c = g.balanced().stats();
+                s.retries = c.retries;
+                s.budget_exhausted = c.budget_exhausted;
+                s.causes = c.failed;
+                s.calls_by_zone = c.calls_by_zone;
+                s
+            }
+            #[cfg(feature = "dubbo")]
+            Stack::Dubbo(d) => d.stats().snapshot(),
+        }
+    }
+
+    /// Which stack this is.
+    pub fn kind(&self) -> ClientKind {
+        match self {
+            Stack::Tonic(_) => ClientKind::Tonic,
+            #[cfg(feature = "dubbo")]
+            Stack::Dubbo(_) => ClientKind::Dubbo,
+        }
     }
 }
 
-/// Starts discovery and the client of `cfg.service`, with metrics registered in `registry`.
-pub async fn connect(cfg: &ConsumerConfig, registry: &mut Registry) -> Result<GreeterClient, Error> {
+/// Starts discovery and the configured client stack, with metrics registered in `registry`.
+pub async fn connect(cfg: &ConsumerConfig, registry: &mut Registry) -> Result<Stack, Error> {
     let metrics = discovery::Metrics::register(registry);
     let stats = Stats::register(registry);
     let hub = Discovery::new(&cfg.discovery, metrics).await?;
-    let d = hub.service(cfg.service.clone()).await?;
-    Ok(GreeterClient::new(d, policy(cfg), stats))
+    match cfg.client {
+        ClientKind::Tonic => {
+            let opts = cfg.client_options(ClientMetrics::register(registry));
+            let balanced = Balanced::new(&hub, cfg.service.clone(), opts).await?;
+            if !balanced.ready(cfg.discovery.api.cold_start_timeout + cfg.deadline).await {
+                warn!(service = %cfg.service, "no endpoint set yet; calls wait for one within their deadline");
+            }
+            Ok(Stack::Tonic(Greeter::new(balanced, stats)))
+        }
+        #[cfg(feature = "dubbo")]
+        ClientKind::Dubbo => Ok(Stack::Dubbo(dubbo_stack::DubboStack::start(cfg, hub, stats).await?)),
+        #[cfg(not(feature = "dubbo"))]
+        ClientKind::Dubbo => {
+            let _ = stats;
+            Err(Error::Dubbo("CONSUMER_CLIENT=dubbo needs a consumer built with `--features dubbo`".to_owned()))
+        }
+    }
 }
 
 /// Runs the demo until `shutdown` completes: admin port, and steady traffic on the configured stack.
 pub async fn run(cfg: ConsumerConfig, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
     let mut registry = Registry::default();
-    let client = connect(&cfg, &mut registry).await?;
+    let stack = connect(&cfg, &mut registry).await?;
     let listener = tokio::net::TcpListener::bind(cfg.admin_listen)
         .await
         .map_err(|source| Error::Bind { addr: cfg.admin_listen, source })?;
-    let state = admin::AdminState { client: client.clone(), registry: Arc::new(registry) };
+    let state = admin::AdminState { stack: stack.clone(), registry: Arc::new(registry) };
     let admin = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, admin::router(state)).await {
             warn!(error = %e, "admin server failed");
         }
     });
-    info!(service = %cfg.service, target = %client.discovery().target(), admin = %cfg.admin_listen, client = ?cfg.client, "consumer started");
-    let result = match cfg.client {
-        ClientKind::Tonic => {
-            traffic::run(client, cfg.name.clone(), cfg.rate, cfg.concurrency, cfg.report_interval, shutdown).await;
-            Ok(())
-        }
-        #[cfg(feature = "dubbo")]
-        ClientKind::Dubbo => dubbo_stack::run(&cfg, client.stats().clone(), shutdown).await,
-        #[cfg(not(feature = "dubbo"))]
-        ClientKind::Dubbo => {
-            Err(Error::Dubbo("CONSUMER_CLIENT=dubbo needs a consumer built with `--features dubbo`".to_owned()))
-        }
-    };
+    info!(
+        service = %cfg.service,
+        k8s_service = %stack.service().target(),
+        admin = %cfg.admin_listen,
+        client = ?cfg.client,
+        "consumer started"
+    );
+    traffic::run(stack, cfg.name.clone(), cfg.rate, cfg.concurrency, cfg.report_interval, shutdown).await;
     admin.abort();
-    result
+    Ok(())
 }

@@ -41,7 +41,7 @@ enum Command {
         #[arg(long, default_value = "10s", value_parser = discovery::config::env::parse_duration)]
         timeout: Duration,
     },
-    /// Make one call and print the reply.
+    /// Make one call on the configured stack (CONSUMER_CLIENT) and print the reply.
     Call {
         /// Name to greet.
         #[arg(long, default_value = "dubbo-k8s")]
@@ -84,13 +84,17 @@ async fn main() {
         }
         Command::Call { name } => {
             let mut registry = prometheus_client::registry::Registry::default();
-            let client = consumer::connect(&cfg, &mut registry).await.unwrap_or_else(|e| fail(e.exit_code(), e));
-            match client.say_hello(&name).await {
+            let stack = consumer::connect(&cfg, &mut registry).await.unwrap_or_else(|e| fail(e.exit_code(), e));
+            match stack.say_hello(&name).await {
                 Ok(r) => println!(
-                    "{} (endpoint {}, {} attempt(s), {:?})",
-                    r.reply.message, r.endpoint, r.attempts, r.latency
+                    "{} (stack {:?}, endpoint {}, {} attempt(s), {:?})",
+                    r.reply.message,
+                    stack.kind(),
+                    r.endpoint.map_or_else(|| "-".to_owned(), |e| e.to_string()),
+                    r.attempts,
+                    r.latency
                 ),
-                Err(e) => fail(1, e),
+                Err(e) => fail(1, format!("{:?}: {}", e.code(), e.message())),
             }
         }
     }

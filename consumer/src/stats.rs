@@ -1,8 +1,8 @@
-//! Counters for every call outcome, per provider instance, retries and budget, kept both as Prometheus
-//! metrics and as a snapshot for logs, `/stats` and tests.
+//! The demo's own counters: calls by outcome and by provider instance (which only the replies can
+//! tell), as Prometheus metrics and as a snapshot for logs, `/stats` and tests. Retries and failure
+//! causes are the balanced client's (`discovery_client_*` metrics, [`discovery::client::ClientStats`]).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 
-use crate::client::{CallError, Reply};
+use crate::greeter::Reply;
 
 type Labels = Vec<(String, String)>;
 
@@ -23,14 +23,18 @@ pub struct StatsSnapshot {
     pub ok: u64,
     /// Failed calls.
     pub failed: u64,
-    /// Retries made.
+    /// Retries on another endpoint (from the balanced client).
     pub retries: u64,
-    /// Retries refused by the budget.
+    /// Retries refused by the budget (from the balanced client).
     pub budget_exhausted: u64,
     /// Successful calls by provider instance (`name version`).
     pub by_instance: BTreeMap<String, u64>,
-    /// Failed calls by outcome.
+    /// Failed calls by gRPC code (`unavailable`, `deadline_exceeded`, ...).
     pub failures: BTreeMap<String, u64>,
+    /// Failed calls by cause, as the balanced client saw them.
+    pub causes: BTreeMap<String, u64>,
+    /// Calls by the endpoint's zone (`zone (local|remote)`).
+    pub calls_by_zone: BTreeMap<String, u64>,
 }
 
 #[derive(Debug)]
@@ -38,10 +42,7 @@ struct Inner {
     snapshot: Mutex<StatsSnapshot>,
     calls: Family<Labels, Counter>,
     by_instance: Family<Labels, Counter>,
-    retries: Counter,
-    budget_exhausted: Counter,
     latency: Histogram,
-    seq: AtomicU64,
 }
 
 /// Shared call statistics.
@@ -57,13 +58,23 @@ impl Default for Stats {
                 snapshot: Mutex::new(StatsSnapshot::default()),
                 calls: Family::default(),
                 by_instance: Family::default(),
-                retries: Counter::default(),
-                budget_exhausted: Counter::default(),
                 latency: Histogram::new(exponential_buckets(0.0002, 2.0, 16)),
-                seq: AtomicU64::new(0),
             }),
         }
     }
+}
+
+/// `DeadlineExceeded` → `deadline_exceeded`.
+pub fn code_label(code: tonic::Code) -> String {
+    let camel = format!("{code:?}");
+    let mut out = String::with_capacity(camel.len() + 4);
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
 }
 
 impl Stats {
@@ -71,10 +82,8 @@ impl Stats {
     pub fn register(registry: &mut Registry) -> Self {
         let s = Stats::default();
         let r = registry.sub_registry_with_prefix("consumer");
-        r.register("calls", "Calls by outcome (ok, error, deadline, no_endpoints, not_ready)", s.inner.calls.clone());
+        r.register("calls", "Calls by outcome (ok, or the gRPC code)", s.inner.calls.clone());
         r.register("calls_by_instance", "Successful calls by provider instance", s.inner.by_instance.clone());
-        r.register("retries", "Retries on another endpoint", s.inner.retries.clone());
-        r.register("retry_budget_exhausted", "Retries refused by the retry budget", s.inner.budget_exhausted.clone());
         r.register("call_seconds", "Latency of whole calls, retries included", s.inner.latency.clone());
         s
     }
@@ -84,8 +93,7 @@ impl Stats {
     }
 
     /// Records one call's result.
-    pub fn record(&self, result: &Result<Reply, CallError>, latency: Duration) {
-        self.inner.seq.fetch_add(1, Ordering::Relaxed);
+    pub fn record(&self, result: &Result<Reply, tonic::Status>, latency: Duration) {
         self.inner.latency.observe(latency.as_secs_f64());
         let outcome = match result {
             Ok(r) => {
@@ -94,35 +102,38 @@ impl Stats {
                     .served_by
                     .as_ref()
                     .map(|i| format!("{} {}", i.name, i.version))
-                    .unwrap_or_else(|| r.endpoint.to_string());
+                    .or_else(|| r.endpoint.map(|e| e.to_string()))
+                    .unwrap_or_else(|| "unknown".to_owned());
                 self.inner.by_instance.get_or_create(&vec![("instance".into(), instance.clone())]).inc();
                 let mut s = self.lock();
                 s.ok += 1;
                 *s.by_instance.entry(instance).or_default() += 1;
-                "ok"
+                "ok".to_owned()
             }
-            Err(e) => {
+            Err(status) => {
+                let code = code_label(status.code());
                 let mut s = self.lock();
                 s.failed += 1;
-                *s.failures.entry(e.outcome().to_owned()).or_default() += 1;
-                e.outcome()
+                *s.failures.entry(code.clone()).or_default() += 1;
+                code
             }
         };
-        self.inner.calls.get_or_create(&vec![("outcome".into(), outcome.into())]).inc();
-    }
-
-    pub(crate) fn retried(&self) {
-        self.inner.retries.inc();
-        self.lock().retries += 1;
-    }
-
-    pub(crate) fn budget_exhausted(&self) {
-        self.inner.budget_exhausted.inc();
-        self.lock().budget_exhausted += 1;
+        self.inner.calls.get_or_create(&vec![("outcome".into(), outcome)]).inc();
     }
 
     /// A copy of the counters.
     pub fn snapshot(&self) -> StatsSnapshot {
         self.lock().clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_snake_case() {
+        assert_eq!(code_label(tonic::Code::DeadlineExceeded), "deadline_exceeded");
+        assert_eq!(code_label(tonic::Code::Unavailable), "unavailable");
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use consumer::config::ClientKind;
 use consumer::{ConsumerConfig, Stats};
+
 use discovery::config::BackoffConfig;
 use discovery::testkit::{FakeApiServer, FakeDns, PodEndpoint, endpoint_slice};
 use discovery::{DiscoveryConfig, Mode, ServiceRef};
@@ -59,20 +60,23 @@ async fn dubbo_client_through_the_kubernetes_registry() {
         ..ConsumerConfig::default()
     };
     let stats = Stats::default();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let run = {
-        let (cfg, stats) = (cfg.clone(), stats.clone());
-        tokio::spawn(async move {
-            consumer::dubbo_stack::run(&cfg, stats, async {
-                let _ = stop_rx.await;
-            })
-            .await
-        })
+    let hub = discovery::Discovery::new(&cfg.discovery, discovery::Metrics::default()).await.expect("hub");
+    let stack = consumer::dubbo_stack::DubboStack::start(&cfg, hub, stats.clone()).await.expect("start");
+    // The stack waited for discovery's first answer: the very first call finds the providers.
+    let first = stack.say_hello("first").await.expect("the first call after start");
+    assert!(first.reply.served_by.is_some_and(|i| i.name.starts_with("dubbo-")));
+    let stop = tokio::sync::oneshot::channel::<()>();
+    let traffic = {
+        let s = consumer::Stack::Dubbo(stack.clone());
+        tokio::spawn(consumer::traffic::run(s, "dubbo".into(), 40.0, 4, Duration::ZERO, async {
+            let _ = stop.1.await;
+        }))
     };
     tokio::time::sleep(Duration::from_secs(3)).await;
     let served = stats.snapshot();
     eprintln!("dubbo crate via kubernetes://: {served:?}");
     assert!(served.ok >= 20, "calls served through the dubbo crate: {served:?}");
+    assert_eq!(served.failed, 0, "{served:?}");
     assert!(served.by_instance.keys().all(|k| k.starts_with("dubbo-")), "{served:?}");
 
     // Scale to zero: the dubbo crate would wait for ever; the per-call timeout turns that into failures.
@@ -81,7 +85,10 @@ async fn dubbo_client_through_the_kubernetes_registry() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = stats.snapshot();
     eprintln!("after scale to zero: {after:?}");
-    assert!(after.failures.get("deadline").copied().unwrap_or(0) > 0, "hangs are cut at the deadline: {after:?}");
-    let _ = stop_tx.send(());
-    tokio::time::timeout(Duration::from_secs(10), run).await.expect("the stack stops").expect("join").expect("run");
+    assert!(
+        after.failures.get("deadline_exceeded").copied().unwrap_or(0) > 0,
+        "hangs are cut at the deadline: {after:?}"
+    );
+    let _ = stop.0.send(());
+    tokio::time::timeout(Duration::from_secs(10), traffic).await.expect("traffic stops").expect("join");
 }

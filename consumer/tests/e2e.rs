@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use consumer::{CallError, CallPolicy, GreeterClient, Stats};
+use consumer::{Greeter, Stats};
+use discovery::client::{Balanced, ClientOptions};
 use discovery::config::BackoffConfig;
 use discovery::config::{Host, StaticEndpoint};
 use discovery::testkit::{FakeApiServer, FakeDns, PodEndpoint, endpoint_slice};
@@ -41,16 +42,22 @@ async fn provider(name: &str, version: &str) -> Provider {
     .expect("provider")
 }
 
-fn policy() -> CallPolicy {
-    CallPolicy {
-        deadline: Duration::from_secs(2),
+fn options() -> ClientOptions {
+    ClientOptions {
+        default_deadline: Duration::from_secs(2),
         retries: 2,
         retry_budget: 0.2,
         connect_timeout: Duration::from_millis(500),
+        slow_start: Duration::ZERO,
+        ..ClientOptions::default()
     }
 }
 
-async fn static_client(providers: &[&Provider], version: &str) -> GreeterClient {
+fn greeter_client(watch: ServiceWatch, opts: ClientOptions) -> Greeter {
+    Greeter::new(Balanced::from_watch(watch, None, opts), Stats::default())
+}
+
+async fn static_client(providers: &[&Provider], version: &str) -> Greeter {
     let cfg = DiscoveryConfig {
         mode: Mode::Static,
         static_endpoints: providers
@@ -60,7 +67,7 @@ async fn static_client(providers: &[&Provider], version: &str) -> GreeterClient 
         ..DiscoveryConfig::default()
     };
     let d = watch(&cfg, greeter(version)).await;
-    GreeterClient::new(d, policy(), Stats::default())
+    greeter_client(d, options())
 }
 
 /// One slice per provider: each listens on its own loopback port, and ports are per slice.
@@ -72,7 +79,7 @@ fn pod(name: &str) -> PodEndpoint {
     PodEndpoint::ready("127.0.0.1", name)
 }
 
-async fn api_client(api: &FakeApiServer, dns: &FakeDns, version: &str) -> GreeterClient {
+async fn api_client(api: &FakeApiServer, dns: &FakeDns, version: &str) -> Greeter {
     let mut cfg = DiscoveryConfig { mode: Mode::Api, namespace: NS.into(), ..DiscoveryConfig::default() };
     cfg.api.server = Some(api.url());
     cfg.dns.server = Some(dns.addr());
@@ -80,11 +87,11 @@ async fn api_client(api: &FakeApiServer, dns: &FakeDns, version: &str) -> Greete
     cfg.backoff = BackoffConfig { min: Duration::from_millis(50), max: Duration::from_millis(400) };
     let d = watch(&cfg, greeter(version)).await;
     d.ready(Duration::from_secs(10)).await.expect("first answer");
-    GreeterClient::new(d, policy(), Stats::default())
+    greeter_client(d, options())
 }
 
 /// Calls from `workers` tasks until `stop` is set; returns the failures seen.
-fn load(client: &GreeterClient, workers: usize, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Vec<String>> {
+fn load(client: &Greeter, workers: usize, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Vec<String>> {
     let client = client.clone();
     tokio::spawn(async move {
         let mut handles = Vec::new();
@@ -130,13 +137,9 @@ async fn a_version_the_provider_does_not_serve_is_refused_not_retried() {
     let v1 = provider("p-v1", "1.0.0").await;
     let client = static_client(&[&v1], "2.0.0").await;
     let err = client.say_hello("x").await.expect_err("refused");
-    match &err {
-        CallError::Status { status, attempts, .. } => {
-            assert_eq!(status.code(), tonic::Code::Unimplemented);
-            assert_eq!(*attempts, 1, "a refusal is not retried");
-        }
-        other => panic!("expected a status error, got {other}"),
-    }
+    assert_eq!(err.code(), tonic::Code::Unimplemented, "{err:?}");
+    let c = client.balanced().stats();
+    assert_eq!((c.retries, c.failed.get("status").copied()), (0, Some(1)), "a refusal is not retried: {c:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,8 +154,9 @@ async fn an_empty_set_fails_fast_with_a_clear_error() {
     let started = Instant::now();
     let err = client.say_hello("x").await.expect_err("no endpoints");
     let took = started.elapsed();
-    assert!(matches!(err, CallError::NoEndpoints { known: 1, .. }), "{err}");
-    assert!(err.to_string().contains("demo/greeter-service:tri"), "{err}");
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    assert!(err.message().contains("demo/greeter-service:tri") && err.message().contains("1 known"), "{err:?}");
+    assert_eq!(client.balanced().stats().failed.get("no_endpoints").copied(), Some(1));
     assert!(took < Duration::from_millis(200), "fails fast, took {took:?}");
 }
 
@@ -178,16 +182,17 @@ async fn a_provider_killed_and_one_added_under_load() {
     stop.store(true, Ordering::Relaxed);
     let failures = running.await.expect("load");
     let s = client.stats().snapshot();
+    let c = client.balanced().stats();
     eprintln!(
         "kill under load: {} ok, {} failed, {} retries, by instance {:?}, failures {:?}",
         s.ok,
         failures.len(),
-        s.retries,
+        c.retries,
         s.by_instance,
         failures.iter().take(3).collect::<Vec<_>>()
     );
     assert!(failures.is_empty(), "a killed provider costs retries, not failed calls: {failures:?}");
-    assert!(s.retries >= 1, "calls in flight on the killed provider were retried elsewhere");
+    assert!(c.retries >= 1, "calls in flight on the killed provider were retried elsewhere");
     assert!(
         s.by_instance.get("p-c 1.0.0").copied().unwrap_or(0) > 0,
         "the added provider takes traffic: {:?}",
@@ -220,7 +225,8 @@ async fn a_rolling_update_with_drain_loses_no_request() {
     stop.store(true, Ordering::Relaxed);
     let failures = running.await.expect("load");
     let s = client.stats().snapshot();
-    eprintln!("rolling update: {} ok, {} failed, {} retries, {:?}", s.ok, failures.len(), s.retries, s.by_instance);
+    let retries = client.balanced().stats().retries;
+    eprintln!("rolling update: {} ok, {} failed, {} retries, {:?}", s.ok, failures.len(), retries, s.by_instance);
     assert!(failures.is_empty(), "no request lost: {failures:?}");
     let new_calls: u64 = s.by_instance.iter().filter(|(k, _)| k.starts_with("new-")).map(|(_, v)| *v).sum();
     assert!(new_calls > 0);
@@ -316,21 +322,18 @@ async fn retries_are_bounded_and_each_goes_to_another_endpoint() {
         ..DiscoveryConfig::default()
     };
     let d = watch(&cfg, greeter("1.0.0")).await;
-    let client = GreeterClient::new(d.clone(), policy(), Stats::default());
+    let client = greeter_client(d.clone(), options());
     let started = Instant::now();
-    match client.say_hello("x").await.expect_err("all refused") {
-        CallError::Status { status, attempts, .. } => {
-            assert_eq!(status.code(), tonic::Code::Unavailable, "{status}");
-            assert_eq!(attempts, 3, "first attempt + 2 retries, each on an endpoint not tried yet");
-        }
-        other => panic!("expected the last attempt's status, got {other}"),
-    }
+    let err = client.say_hello("x").await.expect_err("all refused");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("connect_refused") && err.message().contains("attempt 3 of 3"), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(2), "refusals fail fast, within the deadline");
-    assert_eq!(client.stats().snapshot().retries, 2);
+    let c = client.balanced().stats();
+    assert_eq!(c.retries, 2, "first attempt + 2 retries, each on an endpoint not tried yet");
+    assert_eq!(c.failed.get("connect_refused").copied(), Some(1));
 
-    let no_retry = GreeterClient::new(d, CallPolicy { retries: 0, ..policy() }, Stats::default());
-    match no_retry.say_hello("x").await.expect_err("refused") {
-        CallError::Status { attempts, .. } => assert_eq!(attempts, 1),
-        other => panic!("unexpected {other}"),
-    }
+    let no_retry = greeter_client(d, ClientOptions { retries: 0, ..options() });
+    let err = no_retry.say_hello("x").await.expect_err("refused");
+    assert!(err.message().contains("attempt 1 of 1"), "{err:?}");
+    assert_eq!(no_retry.balanced().stats().retries, 0);
 }

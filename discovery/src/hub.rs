@@ -408,6 +408,7 @@ impl HubInner {
                         source: Source::Api,
                         freshness: crate::model::Freshness::Stale { since },
                         pending: true,
+                        prefer_close: false,
                     },
                 );
                 (None, rx, Some(p))

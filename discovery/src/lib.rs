@@ -27,6 +27,8 @@
 
 pub mod adapter;
 mod backoff;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod config;
 mod failover;
 mod hub;

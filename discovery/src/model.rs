@@ -306,6 +306,9 @@ pub struct EndpointSet {
     pub published_at: SystemTime,
     /// True until the first answer from any source: "not known yet", as opposed to "known empty".
     pub pending: bool,
+    /// The Service asks for traffic to stay close (`spec.trafficDistribution: PreferClose`; API
+    /// mode with Service access only).
+    pub prefer_close: bool,
     endpoints: imbl::OrdMap<EndpointKey, Arc<Endpoint>>,
     counts: Counts,
     log: imbl::Vector<Arc<Delta>>,
@@ -320,6 +323,7 @@ impl EndpointSet {
             freshness: Freshness::Live,
             published_at: SystemTime::now(),
             pending: true,
+            prefer_close: false,
             endpoints: imbl::OrdMap::new(),
             counts: Counts::default(),
             log: imbl::Vector::new(),

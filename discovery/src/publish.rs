@@ -26,6 +26,14 @@ pub(crate) struct Meta {
     pub source: Source,
     pub freshness: Freshness,
     pub pending: bool,
+    pub prefer_close: bool,
+}
+
+impl Meta {
+    /// What `set` says.
+    pub(crate) fn of(set: &EndpointSet) -> Self {
+        Meta { source: set.source, freshness: set.freshness, pending: set.pending, prefer_close: set.prefer_close }
+    }
 }
 
 /// Writes one watch channel of sets.
@@ -79,6 +87,7 @@ impl Publisher {
         next.source = meta.source;
         next.freshness = meta.freshness;
         next.pending = meta.pending;
+        next.prefer_close = meta.prefer_close;
         next.remember(delta);
         self.state = next;
         self.tx.send_replace(self.state.clone());
@@ -92,7 +101,7 @@ impl Publisher {
     }
 
     fn meta(&self) -> Meta {
-        Meta { source: self.state.source, freshness: self.state.freshness, pending: self.state.pending }
+        Meta::of(&self.state)
     }
 }
 
@@ -169,7 +178,7 @@ mod tests {
     fn publishes_only_visible_changes_with_increasing_versions() {
         let versions = Versions::default();
         let (mut p, mut rx) = Publisher::new(Source::Api, versions.clone());
-        let live = Meta { source: Source::Api, freshness: Freshness::Live, pending: false };
+        let live = Meta { source: Source::Api, freshness: Freshness::Live, pending: false, prefer_close: false };
         assert!(p.publish(vec![(ep(1).key(), Some(ep(1)))], live));
         let first = rx.borrow_and_update().clone();
         assert_eq!(first.len(), 1);
@@ -190,7 +199,7 @@ mod tests {
     #[test]
     fn a_follower_forwards_deltas_and_diffs_on_a_switch() {
         let versions = Versions::default();
-        let live = Meta { source: Source::Api, freshness: Freshness::Live, pending: false };
+        let live = Meta { source: Source::Api, freshness: Freshness::Live, pending: false, prefer_close: false };
         let (mut api, api_rx) = Publisher::new(Source::Api, versions.clone());
         let (out, mut rx) = Publisher::new(Source::Api, versions.clone());
         let mut f = Follower::new(out);

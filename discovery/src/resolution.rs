@@ -129,9 +129,13 @@ async fn run_api(parts: ApiParts, mut out: Follower) {
         outage.observe(api_failing, now, policy.recovery_hold);
         let dns_set = dns.as_mut().map(|(rx, _)| rx.borrow_and_update().clone());
         let index_knows = index_rx.as_ref().is_some_and(|rx| rx.borrow().disabled.is_none());
-        let mut vip = match index_rx.as_mut() {
-            Some(rx) if index_knows => vip_from_index(&rx.borrow_and_update(), &target),
-            _ => looked_up_vip.and_then(|(_, v)| v),
+        let (mut vip, prefer_close) = match index_rx.as_mut() {
+            Some(rx) if index_knows => {
+                let index = rx.borrow_and_update();
+                let info = index.services.get(&target.service);
+                (vip_from_index(&index, &target), info.is_some_and(|i| i.prefer_close))
+            }
+            _ => (looked_up_vip.and_then(|(_, v)| v), false),
         };
         let mut d = failover::decide(
             &policy,
@@ -180,16 +184,23 @@ async fn run_api(parts: ApiParts, mut out: Follower) {
         ignoring_empty_dns = d.ignored_empty_dns;
 
         let published = match d.choice {
-            Choice::Pending => {
-                out.set_meta(Meta { source: out.publisher.current().source, freshness: d.freshness, pending: true })
-            }
-            Choice::Api => {
-                out.follow(WHICH_API, &api, Meta { source: Source::Api, freshness: d.freshness, pending: false })
-            }
+            Choice::Pending => out.set_meta(Meta {
+                source: out.publisher.current().source,
+                freshness: d.freshness,
+                pending: true,
+                prefer_close,
+            }),
+            Choice::Api => out.follow(
+                WHICH_API,
+                &api,
+                Meta { source: Source::Api, freshness: d.freshness, pending: false, prefer_close },
+            ),
             Choice::Dns => match &dns_set {
-                Some(set) => {
-                    out.follow(WHICH_DNS, set, Meta { source: set.source, freshness: set.freshness, pending: false })
-                }
+                Some(set) => out.follow(
+                    WHICH_DNS,
+                    set,
+                    Meta { source: set.source, freshness: set.freshness, pending: false, prefer_close },
+                ),
                 None => false,
             },
             Choice::Vip => match vip {
@@ -198,7 +209,10 @@ async fn run_api(parts: ApiParts, mut out: Follower) {
                         Source::Vip,
                         [Endpoint { name: Some(target.service.clone()), ..Endpoint::new(addr) }],
                     );
-                    out.replace(&one, Meta { source: Source::Vip, freshness: d.freshness, pending: false })
+                    out.replace(
+                        &one,
+                        Meta { source: Source::Vip, freshness: d.freshness, pending: false, prefer_close },
+                    )
                 }
                 None => false,
             },

@@ -280,8 +280,7 @@ impl Follow {
             }
             {
                 let set = bound_rx.borrow_and_update().clone();
-                let meta = Meta { source: set.source, freshness: set.freshness, pending: set.pending };
-                out.follow(generation, &set, meta);
+                out.follow(generation, &set, Meta::of(&set));
             }
             let deadline = switch.as_ref().map(|s| s.deadline);
             tokio::select! {

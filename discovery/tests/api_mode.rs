@@ -79,7 +79,9 @@ async fn relists_on_410_during_a_watch_with_an_atomic_swap() {
     let (api, dns) = servers().await;
     apply(&api, "greeter-service-a", "greeter-service", &pods("greeter", 1, 3));
     let metrics = Metrics::default();
-    let d = start(&api_config(&api, &dns), greeter(), metrics.clone()).await.expect("start");
+    let mut cfg = api_config(&api, &dns);
+    cfg.api.annotations = false; // the EndpointSlice watch is the only one
+    let d = start(&cfg, greeter(), metrics.clone()).await.expect("start");
     wait_for(&d, 10, "three", |s| s.len() == 3).await;
     // The watch must be open for a 410 to reach it.
     tokio::time::timeout(Duration::from_secs(5), async {

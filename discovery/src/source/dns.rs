@@ -332,7 +332,10 @@ impl DnsSource {
                     debug!(service = %self.key, endpoints = answer.endpoints.len(), ttl = ?answer.ttl, "dns answer");
                     let source = if answer.vip { Source::Vip } else { Source::Dns };
                     let next = EndpointSet::of(source, answer.endpoints);
-                    publisher.replace(&next, Meta { source, freshness: Freshness::Live, pending: false });
+                    publisher.replace(
+                        &next,
+                        Meta { source, freshness: Freshness::Live, pending: false, prefer_close: false },
+                    );
                     refresh_delay(answer.ttl, &self.cfg)
                 }
                 Err(e) => {
@@ -344,7 +347,7 @@ impl DnsSource {
                     self.metrics.dns_failure(&self.key, e.kind());
                     let since = *failing_since.get_or_insert(started);
                     let cur = publisher.current();
-                    let meta = Meta { source: cur.source, freshness: Freshness::Stale { since }, pending: cur.pending };
+                    let meta = Meta { freshness: Freshness::Stale { since }, ..Meta::of(cur) };
                     publisher.publish(Vec::new(), meta);
                     backoff.next_delay().min(self.cfg.ttl_ceiling)
                 }

@@ -12,7 +12,7 @@ use crate::config::{Host, StaticEndpoint};
 use crate::model::{Endpoint, EndpointSet, Freshness, Source};
 use crate::publish::{Meta, Publisher};
 
-const LIVE: Meta = Meta { source: Source::Static, freshness: Freshness::Live, pending: false };
+const LIVE: Meta = Meta { source: Source::Static, freshness: Freshness::Live, pending: false, prefer_close: false };
 
 /// Runs until every receiver of `publisher` is gone.
 pub(crate) async fn run_static(
