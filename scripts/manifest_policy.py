@@ -9,6 +9,14 @@ import yaml
 
 DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
+# Least privilege, exactly: API mode reads EndpointSlices and Services in its namespace; zone
+# awareness (its own overlay) reads Nodes. Nothing is ever written.
+ALLOWED_ROLE_RULES = {
+    ("discovery.k8s.io", "endpointslices"): {"get", "list", "watch"},
+    ("", "services"): {"get", "list", "watch"},
+}
+ALLOWED_CLUSTER_RULES = {("", "nodes"): {"get"}}
+
 
 def seconds(v):
     m = re.fullmatch(r"(\d+)(ms|s|m)", str(v))
@@ -67,10 +75,13 @@ def main(path):
                 if not p.get("name"):
                     err(f"{where}: port {p.get('port')} has no name (SRV records and EndpointSlices need it)")
         if kind in ("Role", "ClusterRole"):
+            allowed = ALLOWED_ROLE_RULES if kind == "Role" else ALLOWED_CLUSTER_RULES
             for rule in d.get("rules", []):
-                extra = set(rule.get("verbs", [])) - {"get", "list", "watch"}
-                if extra:
-                    err(f"{where}: discovery only reads; verbs {sorted(extra)} are not needed")
+                for group in rule.get("apiGroups", []):
+                    for resource in rule.get("resources", []):
+                        extra = set(rule.get("verbs", [])) - allowed.get((group, resource), set())
+                        if extra:
+                            err(f"{where}: {sorted(extra)} on {resource!r} (group {group!r}) is more than discovery needs")
     for e in errors:
         print(f"policy: {e}", file=sys.stderr)
     if not errors:

@@ -337,3 +337,61 @@ async fn retries_are_bounded_and_each_goes_to_another_endpoint() {
     assert!(err.message().contains("attempt 1 of 1"), "{err:?}");
     assert_eq!(no_retry.balanced().stats().retries, 0);
 }
+
+/// The keys of a JSON object in the order written, duplicates included (serde_json's own maps
+/// would keep only the last of two equal keys).
+fn json_keys(line: &str) -> Result<Vec<String>, serde_json::Error> {
+    struct Keys(Vec<String>);
+    impl<'de> serde::Deserialize<'de> for Keys {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> serde::de::Visitor<'de> for V {
+                type Value = Keys;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Keys, A::Error> {
+                    let mut keys = Vec::new();
+                    while let Some((k, _)) = map.next_entry::<String, serde::de::IgnoredAny>()? {
+                        keys.push(k);
+                    }
+                    Ok(Keys(keys))
+                }
+            }
+            d.deserialize_map(V)
+        }
+    }
+    serde_json::from_str::<Keys>(line).map(|k| k.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_each_key_once() {
+    let api = FakeApiServer::start().await.expect("api");
+    let dns = FakeDns::start("cluster.local").await.expect("dns");
+    api.apply_slice(NS, endpoint_slice("s1", SVC, "IPv4", &[("tri", 50051)], &[PodEndpoint::ready("10.244.1.1", "g-1")]));
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_consumer"))
+            .args(["resolve", "--version", "1.0.0"])
+            .env("DISCOVERY_MODE", "api")
+            .env("DISCOVERY_NAMESPACE", NS)
+            .env("DISCOVERY_API_SERVER", api.url())
+            .env("DISCOVERY_DNS_SERVER", dns.addr().to_string())
+            .env("CONSUMER_LOG_FORMAT", "json")
+            .env("RUST_LOG", "debug")
+            .output()
+            .expect("run consumer resolve")
+    })
+    .await
+    .expect("join");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with('{')).collect();
+    assert!(lines.len() > 5, "debug logs were written: {stderr}");
+    for line in lines {
+        let keys = json_keys(line).unwrap_or_else(|e| panic!("not a JSON object ({e}): {line}"));
+        let mut sorted = keys.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), keys.len(), "a key appears twice: {line}");
+    }
+}
