@@ -69,6 +69,61 @@ pub(crate) struct HubInner {
     timings: Timings,
     state: Mutex<HubState>,
     zone: OnceCell<Option<String>>,
+    _probe: Option<Probe>,
+}
+
+/// Asks the API server `GET /readyz` every interval while the hub lives. Any HTTP answer (even an
+/// error status, or a 403 where the path is not public) means the server answers; only silence or a
+/// transport error means it does not. Publishes since when it has not answered.
+struct Probe {
+    rx: tokio::sync::watch::Receiver<Option<std::time::Instant>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Probe {
+    fn start(client: Client, every: Duration, timeout: Duration) -> Self {
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let sent = std::time::Instant::now();
+                let req = match http::Request::get("/readyz").body(Vec::new()) {
+                    Ok(r) => r,
+                    Err(_) => return,
+                };
+                let answered = match tokio::time::timeout(timeout.min(every), client.request_text(req)).await {
+                    Ok(Ok(_)) | Ok(Err(kube::Error::Api(_))) => true,
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "API server probe failed");
+                        false
+                    }
+                    Err(_) => false,
+                };
+                tx.send_if_modified(|since| match (answered, *since) {
+                    (true, Some(_)) => {
+                        info!("the API server answers its probe again");
+                        *since = None;
+                        true
+                    }
+                    (false, None) => {
+                        warn!(?timeout, "the API server does not answer its probe (GET /readyz); ending the watches");
+                        *since = Some(sent);
+                        true
+                    }
+                    _ => false,
+                });
+            }
+        });
+        Probe { rx, task }
+    }
 }
 
 #[derive(Default)]
@@ -140,12 +195,19 @@ impl Discovery {
             IpFamily::Ipv4 => FamilyPolicy::Only(Family::V4),
             IpFamily::Ipv6 => FamilyPolicy::Only(Family::V6),
         };
+        let probe = match (&client, cfg.mode) {
+            (Ok(c), Mode::Api) if !cfg.api.probe_interval.is_zero() => {
+                Some(Probe::start(c.clone(), cfg.api.probe_interval, cfg.api.request_timeout))
+            }
+            _ => None,
+        };
         let timings = Timings {
             watch_timeout: cfg.api.watch_timeout,
             idle_timeout: cfg.api.watch_idle_timeout,
             request_timeout: cfg.api.request_timeout,
             page_size: cfg.api.page_size,
             backoff: cfg.backoff,
+            probe: probe.as_ref().map(|p| p.rx.clone()),
         };
         let hub = Discovery {
             inner: Arc::new(HubInner {
@@ -158,6 +220,7 @@ impl Discovery {
                 timings,
                 state: Mutex::new(HubState::default()),
                 zone: OnceCell::new(),
+                _probe: probe,
             }),
         };
         if cfg.mode == Mode::Api {
@@ -292,7 +355,7 @@ impl HubInner {
                     Vec::new()
                 };
                 if denied.is_empty() {
-                    ServiceIndex::start(client.clone(), namespace, self.timings, self.metrics.clone())
+                    ServiceIndex::start(client.clone(), namespace, self.timings.clone(), self.metrics.clone())
                 } else {
                     let why = format!(
                         "may not {} in namespace {namespace:?}: annotation mapping is skipped and the naming rule \
@@ -377,7 +440,7 @@ impl HubInner {
             return w;
         }
         let settings = SliceWatchSettings {
-            timings: self.timings,
+            timings: self.timings.clone(),
             family: self.family,
             allow_loopback: self.cfg.api.allow_loopback,
             versions: self.versions.clone(),

@@ -13,6 +13,11 @@
 //!   a 410 Gone lists at once; other failures back off with jitter (reset only once a watch delivers).
 //! - **Never go back in time.** A list whose resourceVersion is older than one already seen (a
 //!   lagging replica, a restored etcd) is not applied; the loop retries until it catches up.
+//! - **A server that stops answering ends the watch.** A frozen or partitioned API server keeps its
+//!   TCP connections open and silent; the hub's probe ([`crate::hub`]) notices it in seconds and every
+//!   watch is ended and listed again. A silent watch on a server that still answers is listed again
+//!   first, and only called failing if that list fails too (no false failover for one dead
+//!   connection).
 
 use std::fmt::Debug;
 use std::time::{Duration, Instant};
@@ -20,6 +25,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use kube::api::{Api, ListParams, WatchEvent, WatchParams};
 use serde::de::DeserializeOwned;
+use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
@@ -27,7 +33,7 @@ use crate::config::BackoffConfig;
 use crate::metrics::Metrics;
 
 /// Timings of one loop.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Timings {
     /// Server-side timeout of one watch request.
     pub watch_timeout: Duration,
@@ -39,6 +45,8 @@ pub(crate) struct Timings {
     pub page_size: u32,
     /// Retry pacing.
     pub backoff: BackoffConfig,
+    /// The hub's probe: since when the API server has not answered (`None`: it answers).
+    pub probe: Option<watch::Receiver<Option<Instant>>>,
 }
 
 /// What the loop tells its owner.
@@ -58,6 +66,8 @@ pub(crate) trait Handler<K>: Send {
 enum End {
     /// The server closed the watch (its timeout): watch again from the same version.
     Closed,
+    /// The watch was silent too long: list again, and call the state failing only if that fails.
+    Idle { since: Instant },
     /// List again now (410 Gone).
     Relist,
     /// List again after a backoff.
@@ -83,11 +93,14 @@ where
         let mut backoff = Backoff::new(self.timings.backoff);
         let mut newest_rv: Option<u64> = None;
         let mut last_data;
+        // Set after an idle watch: a failing list then dates the failure from the last data seen.
+        let mut suspect: Option<Instant> = None;
         'list: loop {
             let (items, mut rv) = match self.list().await {
                 Ok(answer) => answer,
                 Err(error) => {
-                    self.fail(handler, "list_failed", Instant::now(), &error);
+                    let since = suspect.take().unwrap_or_else(Instant::now);
+                    self.fail(handler, "list_failed", since, &error);
                     tokio::time::sleep(backoff.next_delay()).await;
                     continue;
                 }
@@ -106,6 +119,7 @@ where
                 (None, _) => {}
             }
             debug!(what = %self.what, items = items.len(), resource_version = %rv, "listed");
+            suspect = None;
             handler.reset(items);
             handler.live();
             last_data = Instant::now();
@@ -113,6 +127,12 @@ where
                 let end = self.watch(handler, &mut rv, &mut newest_rv, &mut last_data, &mut backoff).await;
                 match end {
                     End::Closed => debug!(what = %self.what, "watch closed by the server; watching again"),
+                    End::Idle { since } => {
+                        info!(what = %self.what, idle = ?self.timings.idle_timeout, "watch silent too long; listing again");
+                        self.metrics.watch_restart(&self.what, "idle");
+                        suspect = Some(since);
+                        continue 'list;
+                    }
                     End::Relist => {
                         info!(what = %self.what, "resourceVersion expired (410 Gone); listing again");
                         self.metrics.watch_restart(&self.what, "gone");
@@ -189,18 +209,18 @@ where
         let mut stream = std::pin::pin!(stream);
         let opened = Instant::now();
         let mut delivered = false;
+        let mut probe = self.timings.probe.clone();
         loop {
-            let next = match tokio::time::timeout(self.timings.idle_timeout, stream.next()).await {
-                Ok(next) => next,
-                Err(_) => {
-                    self.metrics.watch_restart(&self.what, "idle");
+            let next = tokio::select! {
+                next = tokio::time::timeout(self.timings.idle_timeout, stream.next()) => match next {
+                    Ok(next) => next,
+                    Err(_) => return End::Idle { since: *last_data },
+                },
+                Some(since) = probe_failing(&mut probe) => {
+                    self.metrics.watch_restart(&self.what, "probe");
                     return End::Failed {
-                        since: *last_data,
-                        error: format!(
-                            "the watch of {} delivered nothing (no event, no bookmark) for {:?} \
-                             (DISCOVERY_WATCH_IDLE_TIMEOUT); restarting it",
-                            self.what, self.timings.idle_timeout
-                        ),
+                        since,
+                        error: format!("the API server has not answered a probe since {:?} ago", since.elapsed()),
                     };
                 }
             };
@@ -249,6 +269,20 @@ where
             *last_data = Instant::now();
             backoff.reset();
             handler.live();
+        }
+    }
+}
+
+/// Completes with the instant the API server stopped answering, once the hub's probe says so
+/// (never, without a probe).
+async fn probe_failing(probe: &mut Option<watch::Receiver<Option<Instant>>>) -> Option<Instant> {
+    let Some(rx) = probe.as_mut() else { return std::future::pending().await };
+    let since = rx.wait_for(Option::is_some).await.map(|since| *since);
+    match since {
+        Ok(since) => since,
+        Err(_) => {
+            *probe = None;
+            std::future::pending().await
         }
     }
 }

@@ -270,3 +270,34 @@ async fn a_relapse_within_the_recovery_hold_continues_the_outage() {
     assert!(outage_started.elapsed() < Duration::from_secs(4), "no new max_stale wait: {:?}", outage_started.elapsed());
     assert_eq!(routable_keys(&s), ["10.244.5.1:50051"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_api_server_is_noticed_by_the_probe_not_the_idle_timeout() {
+    init_tracing();
+    let api = FakeApiServer::start().await.expect("api");
+    let dns = FakeDns::start(DOMAIN).await.expect("dns");
+    dns.set_headless_service(FQDN, Some("tri"), 50051, &[ip("10.244.9.1")], 1);
+    apply(&api, "greeter-service-a", "greeter-service", &pods("greeter", 1, 3));
+    let mut cfg = api_config(&api, &dns);
+    cfg.api.probe_interval = Duration::from_millis(200);
+    cfg.api.request_timeout = Duration::from_millis(300);
+    cfg.api.watch_idle_timeout = Duration::from_secs(150); // far longer than this test
+    cfg.api.max_stale = Duration::from_millis(1000);
+    let d = start(&cfg, greeter(), Metrics::default()).await.expect("start");
+    wait_for(&d, 10, "api", |s| s.source == Source::Api && s.len() == 3).await;
+
+    // As `docker pause` of the control plane: connections stay open, nothing answers.
+    api.freeze();
+    let frozen_at = Instant::now();
+    let s = wait_for(&d, 5, "stale", |s| s.is_stale()).await;
+    let noticed = frozen_at.elapsed();
+    assert!(noticed < Duration::from_secs(2), "noticed in {noticed:?}");
+    assert_eq!(s.len(), 3, "the last-known-good set is served meanwhile");
+    let s = wait_for(&d, 10, "dns after max_stale", |s| s.source == Source::Dns).await;
+    assert_eq!(routable_keys(&s), ["10.244.9.1:50051"]);
+
+    api.thaw();
+    let thawed_at = Instant::now();
+    wait_for(&d, 10, "api again", |s| s.source == Source::Api && !s.is_stale()).await;
+    eprintln!("frozen API: stale after {noticed:?}; back on the API {:?} after the thaw", thawed_at.elapsed());
+}

@@ -133,6 +133,10 @@ pub struct ApiConfig {
     /// Deadline of each request that is not a watch (list pages, access reviews, Node look-up), and
     /// of the wait for a watch to be accepted.
     pub request_timeout: Duration,
+    /// How often the API server is asked `GET /readyz` while watches run (zero: never). When it stops
+    /// answering at all (a frozen or unreachable server whose connections stay open), every watch is
+    /// ended and the state listed again, without waiting for the idle timeout.
+    pub probe_interval: Duration,
     /// List page size.
     pub page_size: u32,
     /// Fall back to DNS, then the Service VIP, when the API is unreachable.
@@ -227,6 +231,7 @@ impl Default for DiscoveryConfig {
                 watch_timeout: Duration::from_secs(290),
                 watch_idle_timeout: Duration::from_secs(150),
                 request_timeout: Duration::from_secs(5),
+                probe_interval: Duration::from_secs(10),
                 page_size: 500,
                 failover: true,
                 max_stale: Duration::from_secs(60),
@@ -265,6 +270,7 @@ struct Raw {
     watch_timeout: Option<String>,
     watch_idle_timeout: Option<String>,
     request_timeout: Option<String>,
+    api_probe_interval: Option<String>,
     page_size: Option<String>,
     failover: Option<String>,
     max_stale: Option<String>,
@@ -399,6 +405,7 @@ impl DiscoveryConfig {
                 d.api.request_timeout,
                 parse_nonzero_duration,
             )?,
+            probe_interval: opt(raw.api_probe_interval, "API_PROBE_INTERVAL", d.api.probe_interval, parse_duration)?,
             page_size: opt(raw.page_size, "PAGE_SIZE", d.api.page_size, |v| parse_in_range(v, 1, 100_000))?,
             failover: opt(raw.failover, "FAILOVER", d.api.failover, parse_bool)?,
             max_stale: opt(raw.max_stale, "MAX_STALE", d.api.max_stale, parse_duration)?,

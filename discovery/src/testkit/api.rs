@@ -127,6 +127,7 @@ struct Store {
     bookmark_interval: Option<Duration>,
     misbehaviour: Misbehaviour,
     watch_misbehaviour: Misbehaviour,
+    frozen: bool,
 }
 
 #[derive(Debug)]
@@ -156,6 +157,13 @@ impl Store {
 impl Shared {
     fn store(&self) -> std::sync::MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits while the server is frozen.
+    async fn unfrozen(&self) {
+        while self.store().frozen {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     fn track(&self, task: JoinHandle<()>) {
@@ -204,6 +212,7 @@ impl FakeApiServer {
                 bookmark_interval: Some(Duration::from_secs(1)),
                 misbehaviour: Misbehaviour::None,
                 watch_misbehaviour: Misbehaviour::None,
+                frozen: false,
             }),
             events: broadcast::channel(4096).0,
             expire: broadcast::channel(16).0,
@@ -337,6 +346,17 @@ impl FakeApiServer {
     pub fn set_watch_misbehaviour(&self, m: Misbehaviour) {
         self.shared.store().watch_misbehaviour = m;
         self.drop_connections();
+    }
+
+    /// Freezes the server as `docker pause` does to a control plane: connections are still accepted
+    /// and stay open, but no request is answered and open watches say nothing, until [`thaw`](Self::thaw).
+    pub fn freeze(&self) {
+        self.shared.store().frozen = true;
+    }
+
+    /// Ends a [`freeze`](Self::freeze): held requests are answered, watches resume.
+    pub fn thaw(&self) {
+        self.shared.store().frozen = false;
     }
 
     /// List requests served so far (EndpointSlices and Services).
@@ -682,6 +702,7 @@ fn forbidden(res: Res, verb: &str, ns: &str) -> Response<Body> {
 }
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+    shared.unfrozen().await;
     let path: Vec<String> = req.uri().path().trim_matches('/').split('/').map(str::to_owned).collect();
     let q = query(&req);
     {
@@ -724,6 +745,11 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         return if verb == "watch" { watch(shared, res, ns, &q).await } else { list(&shared, res, ns, &q) };
     }
     match (req.method(), p.as_slice()) {
+        (&Method::GET, ["readyz"]) => Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "text/plain; charset=utf-8")
+            .body(full(Bytes::from_static(b"ok")))
+            .unwrap_or_else(|_| Response::new(full(Bytes::new()))),
         (&Method::GET, ["api", "v1", "nodes", name]) => match shared.store().nodes.get(*name) {
             Some(node) => json_response(200, node),
             None => json_response(404, &status(404, "NotFound", &format!("nodes \"{name}\" not found"))),
@@ -934,7 +960,11 @@ async fn watch(shared: Arc<Shared>, res: Res, ns: &str, q: &HashMap<String, Stri
     let producer = tokio::spawn(async move {
         let send = |b: Bytes| {
             let tx = tx.clone();
-            async move { tx.send(Ok(Frame::data(b))).await.is_ok() }
+            let shared = producer_shared.clone();
+            async move {
+                shared.unfrozen().await;
+                tx.send(Ok(Frame::data(b))).await.is_ok()
+            }
         };
         let events = match replay {
             Ok(ev) => ev,
