@@ -18,6 +18,36 @@ explain_namespace() {
   done
 }
 
+# Whether the current context's API server is ready: /readyz, not `kubectl version` (which exits
+# non-zero when a custom-built server reports a version that is not strict semver).
+cluster_ready() {
+  [ "$(kubectl get --raw /readyz --request-timeout="${1:-10}s" 2>/dev/null)" = ok ]
+}
+
+# The server's version, for information only (any string the server reports).
+server_version() {
+  kubectl get --raw /version --request-timeout=10s 2>/dev/null \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin).get("gitVersion", "unknown"))' 2>/dev/null || echo unknown
+}
+
+# write_kustomization DIR MODE NAMESPACE REPO TAG: an overlay of k8s/overlays/MODE in NAMESPACE with
+# the images REPO/provider:TAG and REPO/consumer:TAG (DIR must sit two levels under the repository).
+write_kustomization() {
+  local dir=$1 mode=$2 ns=$3 repo=$4 tag=$5
+  rm -rf "$dir" && mkdir -p "$dir"
+  {
+    printf '%s\n' "apiVersion: kustomize.config.k8s.io/v1beta1" "kind: Kustomization" "namespace: $ns" "resources:" \
+      "  - ../../k8s/overlays/$mode"
+    # The ClusterRoleBinding's subject names the ServiceAccount's namespace: kustomize leaves it.
+    if [ "$mode" = api-zone ]; then
+      printf '%s\n' "patches:" "  - target: {kind: ClusterRoleBinding, name: dubbo-discovery-node-reader}" "    patch: |-" \
+        "      - op: replace" "        path: /subjects/0/namespace" "        value: $ns"
+    fi
+    printf '%s\n' "images:" "  - name: dubbo-k8s/provider" "    newName: $repo/provider" "    newTag: \"$tag\"" \
+      "  - name: dubbo-k8s/consumer" "    newName: $repo/consumer" "    newTag: \"$tag\""
+  } >"$dir/kustomization.yaml"
+}
+
 # The consumer's /stats, through the API server's pod proxy (no port-forward needed).
 consumer_stats() {
   local ns=$1 pod

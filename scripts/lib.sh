@@ -5,11 +5,10 @@
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export ROOT
 
-# Pinned tool versions (the walkthrough is tested with these).
-KIND_VERSION="${KIND_VERSION:-v0.27.0}"
-KUBECTL_MIN_MINOR=28
-KIND_NODE_IMAGE="${KIND_NODE_IMAGE:-kindest/node:v1.32.2}"
-export KIND_VERSION KUBECTL_MIN_MINOR KIND_NODE_IMAGE
+# The kind node image of kind v0.29.0 for Kubernetes 1.32 (by digest: the tag alone can move). The
+# tools themselves are pinned in scripts/tools.lock.
+KIND_NODE_IMAGE="${KIND_NODE_IMAGE:-kindest/node:v1.32.5@sha256:e3b2327e3a5ab8c76f5ece68936e4cafaa82edf58486b769727ab0b3b97a5b0d}"
+export KIND_NODE_IMAGE
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*" >&2; }
 info() { printf '    %s\n' "$*" >&2; }
@@ -64,6 +63,35 @@ wait_http() {
     sleep 0.1
   done
   die "no answer from $url after ${secs}s"
+}
+
+# 1m05s
+clock() { printf '%dm%02ds' $(($1 / 60)) $(($1 % 60)); }
+
+# phase TEXT: a step heading with the time since the script started
+PHASE_START=${PHASE_START:-$SECONDS}
+phase() { printf '\n\033[1m==> [%s] %s\033[0m\n' "$(clock $((SECONDS - PHASE_START)))" "$*" >&2; }
+
+# run_logged NAME CMD...: output to $LOGDIR/NAME.log, a line every 20 s while it runs, the last lines
+# and the log's path when it fails.
+run_logged() {
+  local name=$1 start=$SECONDS pid rc=0 log
+  shift
+  log="${LOGDIR:?}/$name.log"
+  mkdir -p "$LOGDIR"
+  info "$name: log in ${log#"$ROOT"/}"
+  "$@" >"$log" 2>&1 &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 1
+    if (((SECONDS - start) % 20 == 0)); then info "... $name: $(clock $((SECONDS - start))) so far"; fi
+  done
+  wait "$pid" || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    tail -n 40 "$log" >&2
+    die "$name failed after $(clock $((SECONDS - start))) (exit $rc); full log: ${log#"$ROOT"/}"
+  fi
+  info "$name: done in $(clock $((SECONDS - start)))"
 }
 
 # json URL PYTHON-EXPRESSION-ON-d   → prints the value
