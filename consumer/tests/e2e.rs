@@ -368,7 +368,10 @@ fn json_keys(line: &str) -> Result<Vec<String>, serde_json::Error> {
 async fn json_logs_carry_each_key_once() {
     let api = FakeApiServer::start().await.expect("api");
     let dns = FakeDns::start("cluster.local").await.expect("dns");
-    api.apply_slice(NS, endpoint_slice("s1", SVC, "IPv4", &[("tri", 50051)], &[PodEndpoint::ready("10.244.1.1", "g-1")]));
+    api.apply_slice(
+        NS,
+        endpoint_slice("s1", SVC, "IPv4", &[("tri", 50051)], &[PodEndpoint::ready("10.244.1.1", "g-1")]),
+    );
     let out = tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_consumer"))
             .args(["resolve", "--version", "1.0.0"])
