@@ -260,3 +260,52 @@ async fn slices_written_over_http_by_a_kube_client_are_seen() {
     let missing = slices.delete("written", &DeleteParams::default()).await;
     assert!(matches!(missing, Err(kube::Error::Api(s)) if s.code == 404));
 }
+
+/// The writes the benchmarks and the fault suite make follow a real server's rules: create of an
+/// existing name 409, update of a missing object 404, stale resourceVersion 409, the uid kept for
+/// life; deleting a namespace deletes what is in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_over_http_follow_the_api_servers_rules() {
+    use k8s_openapi::api::core::v1::Namespace;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use kube::api::{Api, DeleteParams, PostParams};
+
+    let (api, dns) = servers().await;
+    let client = kube::Client::try_from(kube::Config::new(api.url().parse().expect("uri"))).expect("client");
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": NS}})).expect("ns");
+    namespaces.create(&PostParams::default(), &ns).await.expect("create namespace");
+    let again = namespaces.create(&PostParams::default(), &ns).await;
+    assert!(matches!(again, Err(kube::Error::Api(s)) if s.code == 409 && s.reason == "AlreadyExists"));
+    let d = start(&api_config(&api, &dns), greeter(), Metrics::default()).await.expect("start");
+
+    let slices: Api<EndpointSlice> = Api::namespaced(client, NS);
+    let slice = |n: u8| -> EndpointSlice {
+        serde_json::from_value(discovery::testkit::endpoint_slice(
+            "written",
+            "greeter-service",
+            "IPv4",
+            &[("tri", 50051)],
+            &pods("w", n, 2),
+        ))
+        .expect("slice")
+    };
+    let missing = slices.replace("written", &PostParams::default(), &slice(1)).await;
+    assert!(matches!(missing, Err(kube::Error::Api(ref s)) if s.code == 404), "PUT of a missing slice: {missing:?}");
+    let first = slices.create(&PostParams::default(), &slice(1)).await.expect("create");
+    let dup = slices.create(&PostParams::default(), &slice(1)).await;
+    assert!(matches!(dup, Err(kube::Error::Api(s)) if s.code == 409 && s.reason == "AlreadyExists"));
+    let second = slices.replace("written", &PostParams::default(), &slice(2)).await.expect("unconditional update");
+    assert_eq!(first.metadata.uid, second.metadata.uid, "the uid is kept across updates");
+    let stale = slices.replace("written", &PostParams::default(), &first).await;
+    assert!(matches!(stale, Err(kube::Error::Api(ref s)) if s.code == 409 && s.reason == "Conflict"), "{stale:?}");
+    wait_for(&d, 10, "the second write", |s| {
+        s.len() == 2 && s.iter().all(|e| e.addr.ip().to_string().starts_with("10.1.2."))
+    })
+    .await;
+
+    namespaces.delete(NS, &DeleteParams::default()).await.expect("delete namespace");
+    wait_for(&d, 10, "the namespace's slices deleted with it", |s| s.is_empty()).await;
+    let gone = namespaces.get(NS).await;
+    assert!(matches!(gone, Err(kube::Error::Api(s)) if s.code == 404));
+}

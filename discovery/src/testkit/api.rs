@@ -118,6 +118,7 @@ struct Store {
     compacted: u64,
     objects: BTreeMap<(Res, String, String), Value>,
     nodes: BTreeMap<String, Value>,
+    namespaces: BTreeMap<String, Value>,
     history: Vec<Event>,
     pages: HashMap<String, (u64, Vec<Value>)>,
     next_page: u64,
@@ -203,6 +204,7 @@ impl FakeApiServer {
                 compacted: 0,
                 objects: BTreeMap::new(),
                 nodes: BTreeMap::new(),
+                namespaces: BTreeMap::new(),
                 history: Vec::new(),
                 pages: HashMap::new(),
                 next_page: 0,
@@ -439,7 +441,9 @@ impl Shared {
         meta["namespace"] = json!(namespace);
         meta["resourceVersion"] = json!(rv.to_string());
         meta["generation"] = json!(generation);
-        meta["uid"] = json!(format!("00000000-0000-0000-0000-{:012}", rv));
+        // The uid is the object's for life, as on a real server; only a new object gets one.
+        let uid = s.objects.get(&k).and_then(|o| o["metadata"]["uid"].as_str().map(str::to_owned));
+        meta["uid"] = json!(uid.unwrap_or_else(|| format!("00000000-0000-0000-0000-{rv:012}")));
         meta["creationTimestamp"] = json!("2026-11-26T12:22:18Z");
         s.objects.insert(k, object.clone());
         let ev = Event { rv, kind, res, namespace: namespace.to_owned(), object: object.clone() };
@@ -782,14 +786,24 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
                 }),
             )
         }
-        (&Method::POST, ["apis", "discovery.k8s.io", "v1", "namespaces", ns, "endpointslices"])
-        | (&Method::PUT, ["apis", "discovery.k8s.io", "v1", "namespaces", ns, "endpointslices", _]) => {
-            write(shared.clone(), Res::Slices, ns, req).await
+        (&Method::POST, ["apis", "discovery.k8s.io", "v1", "namespaces", ns, "endpointslices"]) => {
+            write(shared.clone(), Res::Slices, ns, None, req).await
         }
-        (&Method::POST, ["api", "v1", "namespaces", ns, "services"])
-        | (&Method::PUT, ["api", "v1", "namespaces", ns, "services", _]) => {
-            write(shared.clone(), Res::Services, ns, req).await
+        (&Method::PUT, ["apis", "discovery.k8s.io", "v1", "namespaces", ns, "endpointslices", name]) => {
+            write(shared.clone(), Res::Slices, ns, Some(name), req).await
         }
+        (&Method::POST, ["api", "v1", "namespaces", ns, "services"]) => {
+            write(shared.clone(), Res::Services, ns, None, req).await
+        }
+        (&Method::PUT, ["api", "v1", "namespaces", ns, "services", name]) => {
+            write(shared.clone(), Res::Services, ns, Some(name), req).await
+        }
+        (&Method::POST, ["api", "v1", "namespaces"]) => create_namespace(&shared, req).await,
+        (&Method::GET, ["api", "v1", "namespaces", name]) => match shared.store().namespaces.get(*name) {
+            Some(ns) => json_response(200, ns),
+            None => json_response(404, &status(404, "NotFound", &format!("namespaces \"{name}\" not found"))),
+        },
+        (&Method::DELETE, ["api", "v1", "namespaces", name]) => delete_namespace(&shared, name),
         (&Method::DELETE, ["apis", "discovery.k8s.io", "v1", "namespaces", ns, "endpointslices", name]) => {
             remove(&shared, Res::Slices, ns, name)
         }
@@ -800,12 +814,80 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     }
 }
 
-async fn write(shared: Arc<Shared>, res: Res, ns: &str, req: Request<Incoming>) -> Response<Body> {
-    let created = req.method() == Method::POST;
-    match read_object(req).await {
-        Ok(obj) => json_response(if created { 201 } else { 200 }, &shared.apply(res, ns, obj)),
-        Err(resp) => resp,
+/// A create (POST, `name` None) or an update (PUT of `name`), with a real server's rules: a create of
+/// an existing name is 409 AlreadyExists, an update of a missing object 404, an update whose
+/// `metadata.resourceVersion` is not the stored one 409 Conflict (no resourceVersion: unconditional),
+/// a name in the body that differs from the path's 400.
+async fn write(shared: Arc<Shared>, res: Res, ns: &str, name: Option<&str>, req: Request<Incoming>) -> Response<Body> {
+    let obj = match read_object(req).await {
+        Ok(obj) => obj,
+        Err(resp) => return resp,
+    };
+    let body_name = obj["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+    let what =
+        if res.group().is_empty() { res.resource().to_owned() } else { format!("{}.{}", res.resource(), res.group()) };
+    let existing = shared.store().objects.get(&(res, ns.to_owned(), body_name.clone())).cloned();
+    match (name, existing) {
+        (None, Some(_)) => {
+            let mut st = status(409, "AlreadyExists", &format!("{what} \"{body_name}\" already exists"));
+            st["details"] = json!({"name": body_name, "group": res.group(), "kind": res.resource()});
+            return json_response(409, &st);
+        }
+        (Some(path_name), _) if path_name != body_name => {
+            let msg = format!("the name of the object ({body_name}) does not match the name on the URL ({path_name})");
+            return json_response(400, &status(400, "BadRequest", &msg));
+        }
+        (Some(_), None) => {
+            return json_response(404, &status(404, "NotFound", &format!("{what} \"{body_name}\" not found")));
+        }
+        (Some(_), Some(current)) => {
+            let wanted = obj["metadata"]["resourceVersion"].as_str().filter(|v| !v.is_empty());
+            if let Some(wanted) = wanted
+                && Some(wanted) != current["metadata"]["resourceVersion"].as_str()
+            {
+                let msg = format!(
+                    "Operation cannot be fulfilled on {what} \"{body_name}\": the object has been modified; please apply your changes to the latest version and try again"
+                );
+                return json_response(409, &status(409, "Conflict", &msg));
+            }
+        }
+        (None, None) => {}
     }
+    json_response(if name.is_none() { 201 } else { 200 }, &shared.apply(res, ns, obj))
+}
+
+async fn create_namespace(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+    let mut obj = match read_object(req).await {
+        Ok(obj) => obj,
+        Err(resp) => return resp,
+    };
+    let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+    let mut s = shared.store();
+    if s.namespaces.contains_key(&name) {
+        return json_response(409, &status(409, "AlreadyExists", &format!("namespaces \"{name}\" already exists")));
+    }
+    s.rv += 1;
+    obj["kind"] = json!("Namespace");
+    obj["apiVersion"] = json!("v1");
+    obj["metadata"]["resourceVersion"] = json!(s.rv.to_string());
+    obj["metadata"]["uid"] = json!(format!("00000000-0000-0000-0000-{:012}", s.rv));
+    obj["status"] = json!({"phase": "Active"});
+    s.namespaces.insert(name, obj.clone());
+    json_response(201, &obj)
+}
+
+/// Deletes a namespace and, as the namespace controller does, everything in it (DELETED events).
+fn delete_namespace(shared: &Shared, name: &str) -> Response<Body> {
+    let Some(mut ns) = shared.store().namespaces.remove(name) else {
+        return json_response(404, &status(404, "NotFound", &format!("namespaces \"{name}\" not found")));
+    };
+    let inside: Vec<(Res, String)> =
+        shared.store().objects.keys().filter(|(_, n, _)| n == name).map(|(r, _, o)| (*r, o.clone())).collect();
+    for (res, object) in inside {
+        shared.delete(res, name, &object);
+    }
+    ns["status"] = json!({"phase": "Terminating"});
+    json_response(200, &ns)
 }
 
 fn remove(shared: &Shared, res: Res, ns: &str, name: &str) -> Response<Body> {
