@@ -193,28 +193,54 @@ pub(crate) enum RequestBody {
 impl RequestBody {
     /// Reads what `body` has ready now, up to `max` bytes.
     pub(crate) fn new(mut body: Body, max: usize) -> Result<Self, tonic::Status> {
+        // A unary request is one data frame: kept as it is, not copied. Only a body of several
+        // frames is gathered into one buffer.
+        let mut first: Option<Bytes> = None;
         let mut buf = BytesMut::new();
+        let read = |first: Option<Bytes>, buf: BytesMut| -> Bytes {
+            match first {
+                Some(f) if buf.is_empty() => f,
+                Some(f) => {
+                    let mut all = BytesMut::with_capacity(f.len() + buf.len());
+                    all.extend_from_slice(&f);
+                    all.extend_from_slice(&buf);
+                    all.freeze()
+                }
+                None => buf.freeze(),
+            }
+        };
         loop {
             if body.is_end_stream() {
-                return Ok(RequestBody::Replayable(buf.freeze()));
+                return Ok(RequestBody::Replayable(read(first, buf)));
             }
             match body.frame().now_or_never() {
                 Some(Some(Ok(frame))) => match frame.into_data() {
-                    Ok(data) if buf.len() + data.len() <= max => buf.extend_from_slice(&data),
                     Ok(data) => {
-                        buf.extend_from_slice(&data);
-                        return Ok(RequestBody::Once(Some(Body::new(Prefixed {
-                            prefix: Some(buf.freeze()),
-                            rest: body,
-                        }))));
+                        let held = first.as_ref().map_or(0, Bytes::len) + buf.len();
+                        if held + data.len() > max {
+                            let mut prefix = BytesMut::from(read(first, buf));
+                            prefix.extend_from_slice(&data);
+                            return Ok(RequestBody::Once(Some(Body::new(Prefixed {
+                                prefix: Some(prefix.freeze()),
+                                rest: body,
+                            }))));
+                        }
+                        if first.is_none() {
+                            first = Some(data);
+                        } else {
+                            buf.extend_from_slice(&data);
+                        }
                     }
                     Err(_trailers) => {}
                 },
                 Some(Some(Err(status))) => return Err(status),
-                Some(None) => return Ok(RequestBody::Replayable(buf.freeze())),
+                Some(None) => return Ok(RequestBody::Replayable(read(first, buf))),
                 None => {
                     // More is to come later (a client stream): no replay.
-                    return Ok(RequestBody::Once(Some(Body::new(Prefixed { prefix: Some(buf.freeze()), rest: body }))));
+                    return Ok(RequestBody::Once(Some(Body::new(Prefixed {
+                        prefix: Some(read(first, buf)),
+                        rest: body,
+                    }))));
                 }
             }
         }
@@ -362,6 +388,19 @@ mod tests {
         for _ in 0..3 {
             let body = b.next().expect("again");
             assert_eq!(body.collect().await.expect("read").to_bytes(), Bytes::from_static(b"\0\0\0\0\x03abc"));
+        }
+        // Several frames all there at once: gathered in order, replayable.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, tonic::Status>>(4);
+        for part in [&b"one-"[..], b"two-", b"three"] {
+            tx.send(Ok(Frame::data(Bytes::from_static(part)))).await.expect("send");
+        }
+        drop(tx);
+        let parts = Body::new(http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)));
+        let mut b = RequestBody::new(parts, 1024).expect("ok");
+        assert!(b.replayable());
+        for _ in 0..2 {
+            let body = b.next().expect("again");
+            assert_eq!(body.collect().await.expect("read").to_bytes(), Bytes::from_static(b"one-two-three"));
         }
         // A client stream whose next message is not there yet: passed through once, nothing lost.
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, tonic::Status>>(4);

@@ -41,6 +41,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use http::HeaderValue;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -72,6 +73,11 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub const VERSION_HEADER: &str = "tri-service-version";
 /// Request header carrying the Dubbo group a Triple client asks for.
 pub const GROUP_HEADER: &str = "tri-service-group";
+
+// Header names made once, not parsed on every call.
+const VERSION_NAME: http::HeaderName = http::HeaderName::from_static(VERSION_HEADER);
+const GROUP_NAME: http::HeaderName = http::HeaderName::from_static(GROUP_HEADER);
+const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
 
 type Labels = Vec<(String, String)>;
 
@@ -433,6 +439,15 @@ impl Balanced {
         }
     }
 
+    /// The endpoint a call's first attempt would go to now, chosen exactly as a call chooses it but
+    /// without calling; `None` while nothing is routable. For benchmarks of the pick and for
+    /// debugging; calls never need it.
+    #[doc(hidden)]
+    pub fn pick_once(&self) -> Option<EndpointKey> {
+        let members = self.shared.members.load();
+        self.shared.pick(&members, &[], Instant::now()).map(|m| m.key)
+    }
+
     /// Calls in flight per endpoint.
     pub fn in_flight(&self) -> HashMap<EndpointKey, usize> {
         self.shared.members.load().all.iter().map(|m| (m.key, m.in_flight.load(Ordering::Relaxed))).collect()
@@ -489,16 +504,16 @@ impl Shared {
         let (mut parts, body) = req.into_parts();
         let timeout = parts
             .headers
-            .get("grpc-timeout")
+            .get(&GRPC_TIMEOUT)
             .and_then(|v| v.to_str().ok())
             .and_then(call::parse_grpc_timeout)
             .unwrap_or(self.opts.default_deadline);
         let deadline = started + timeout;
         if let Some(v) = &self.version_header {
-            parts.headers.insert(VERSION_HEADER, v.clone());
+            parts.headers.insert(VERSION_NAME, v.clone());
         }
         if let Some(g) = &self.group_header {
-            parts.headers.insert(GROUP_HEADER, g.clone());
+            parts.headers.insert(GROUP_NAME, g.clone());
         }
         let method = parts.extensions.get::<tonic::GrpcMethod<'static>>().cloned();
         let mut body = RequestBody::new(body, self.opts.max_replay_bytes).map_err(|s| Box::new(s) as BoxError)?;
@@ -520,9 +535,14 @@ impl Shared {
         // Endpoints tried by this call (retries are at most 10): no allocation.
         let mut tried = [EndpointKey(std::net::SocketAddr::from(([0, 0, 0, 0], 0))); 11];
         let mut last: Option<(Cause, String)> = None;
+        // Extensions (the gRPC method, anything the caller set) go with the first attempt as they
+        // are; a retry gets the method again.
+        let mut extensions = Some(std::mem::take(&mut parts.extensions));
         for attempt in 1..=attempts {
+            // One clock reading per attempt serves the pick and the deadline check.
+            let now = tokio::time::Instant::now();
             let members = self.members.load();
-            let Some(member) = self.pick(&members, &tried[..attempt as usize - 1]) else {
+            let Some(member) = self.pick(&members, &tried[..attempt as usize - 1], now.into_std()) else {
                 if let Some((cause, msg)) = last {
                     self.call_ended(Err(cause));
                     return Err(Box::new(tonic::Status::new(cause.code(), msg)));
@@ -536,7 +556,6 @@ impl Shared {
             };
             drop(members);
             tried[attempt as usize - 1] = member.key;
-            let now = tokio::time::Instant::now();
             if now >= deadline {
                 self.call_ended(Err(Cause::Deadline));
                 let msg =
@@ -549,11 +568,16 @@ impl Shared {
             *request.uri_mut() = parts.uri.clone();
             *request.version_mut() = parts.version;
             *request.headers_mut() = parts.headers.clone();
-            if let Ok(v) = HeaderValue::from_str(&call::format_grpc_timeout(deadline - now)) {
-                request.headers_mut().insert("grpc-timeout", v);
+            if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(call::format_grpc_timeout(deadline - now))) {
+                request.headers_mut().insert(GRPC_TIMEOUT, v);
             }
-            if let Some(m) = &method {
-                request.extensions_mut().insert(m.clone());
+            match extensions.take() {
+                Some(first) => *request.extensions_mut() = first,
+                None => {
+                    if let Some(m) = &method {
+                        request.extensions_mut().insert(m.clone());
+                    }
+                }
             }
             member.calls.fetch_add(1, Ordering::Relaxed);
             member.zone_calls.fetch_add(1, Ordering::Relaxed);
@@ -621,8 +645,8 @@ impl Shared {
 
     /// Local zone first; all zones when no local endpoint is eligible or the local pick is
     /// overloaded and a remote one is less loaded.
-    fn pick(&self, members: &Members, tried: &[EndpointKey]) -> Option<Arc<Member>> {
-        let clock = Clock { now: Instant::now(), now_ms: self.now_ms() };
+    fn pick(&self, members: &Members, tried: &[EndpointKey], now: Instant) -> Option<Arc<Member>> {
+        let clock = Clock { now, now_ms: now.saturating_duration_since(self.epoch).as_millis() as u64 };
         let mut rng = rand::rng();
         let healthy = |m: &&Arc<Member>| !m.health.is_ejected(clock.now_ms);
         if !members.local.is_empty()

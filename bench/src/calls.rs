@@ -1,0 +1,333 @@
+//! Call path: calls per second and latency, closed loop at 1 and 64 calls in flight, for (a) a plain
+//! tonic client to one provider, (b) the library's balanced client over three providers, (c) the
+//! dubbo crate's client through discovery's `kubernetes://` registry. The providers are the real
+//! provider binary; with pinning they share one core in every case, so calls/s compare per provider
+//! core. Rounds alternate the clients so machine noise hits them alike.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use consumer::config::ClientKind;
+use consumer::{ConsumerConfig, Stats};
+use discovery::client::{Balanced, ClientOptions};
+use discovery::{Discovery, Metrics, ServiceRef};
+use provider::pb::HelloRequest;
+use provider::pb::greeter_service_client::GreeterServiceClient;
+
+use crate::cluster::{Cluster, Ep, create, namespace_name, slice};
+use crate::propagation::discovery_config;
+use crate::report::{Section, f};
+use crate::util::{Helper, Placement, Summary, cpu_busy, cpu_jiffies, free_port, median, wait_tcp};
+
+/// How long and how often.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub rounds: usize,
+    pub warmup: Duration,
+    pub measure: Duration,
+    pub in_flight: Vec<usize>,
+}
+
+#[derive(Debug, Default)]
+struct Load {
+    calls_per_sec: f64,
+    latencies_ms: Vec<f64>,
+    failed: u64,
+    /// Busy share of each CPU over the measuring window.
+    cpu_busy: Vec<f64>,
+}
+
+/// Closed loop: `in_flight` workers call back to back; calls that end inside the measuring window
+/// count.
+async fn load<F, Fut>(in_flight: usize, warmup: Duration, measure: Duration, call: F) -> Load
+where
+    F: Fn() -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = bool> + Send,
+{
+    let start = Instant::now();
+    let (from, until) = (start + warmup, start + warmup + measure);
+    let failed = Arc::new(AtomicU64::new(0));
+    let sampler = tokio::spawn(async move {
+        tokio::time::sleep_until(from.into()).await;
+        let before = cpu_jiffies();
+        tokio::time::sleep_until(until.into()).await;
+        cpu_busy(&before, &cpu_jiffies())
+    });
+    let workers: Vec<_> = (0..in_flight)
+        .map(|_| {
+            let (call, failed) = (call.clone(), failed.clone());
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                loop {
+                    let t = Instant::now();
+                    let ok = call().await;
+                    let now = Instant::now();
+                    if now >= from && now < until {
+                        lat.push((now - t).as_secs_f64() * 1e3);
+                        if !ok {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    if now >= until {
+                        return lat;
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut latencies_ms = Vec::new();
+    for w in workers {
+        if let Ok(l) = w.await {
+            latencies_ms.extend(l);
+        }
+    }
+    Load {
+        calls_per_sec: latencies_ms.len() as f64 / measure.as_secs_f64(),
+        latencies_ms,
+        failed: failed.load(Ordering::Relaxed),
+        cpu_busy: sampler.await.unwrap_or_default(),
+    }
+}
+
+fn request() -> tonic::Request<HelloRequest> {
+    tonic::Request::new(HelloRequest { name: "bench".into() })
+}
+
+pub async fn run(cluster: &Cluster, provider_bin: &Path, placement: &Placement, plan: &Plan) -> Section {
+    let mut section = Section::new(
+        "Call path",
+        "Closed loop, unary `SayHello` over real Triple (gRPC over HTTP/2) on loopback to the provider binary. (a) \
+         a plain tonic client on one connection to one provider; (b1) discovery's balanced client with the same \
+         single provider as its whole Service (the client's own cost); (b) discovery's balanced client (`Balanced` under \
+         the tonic-generated client) over three providers found through the API server; (c) the dubbo crate's \
+         Triple client through discovery's `kubernetes://` registry over the same three. calls/s: median over \
+         the rounds; latency percentiles over every call of every round.",
+        &["client", "in flight", "calls/s", "p50 ms", "p99 ms", "failed", "vs (a)", "CPU busy (per CPU)"],
+    );
+    match measure(cluster, provider_bin, placement, plan, &mut section).await {
+        Ok(()) => {}
+        Err(e) => section.problem(e),
+    }
+    section
+}
+
+async fn measure(
+    cluster: &Cluster,
+    provider_bin: &Path,
+    placement: &Placement,
+    plan: &Plan,
+    section: &mut Section,
+) -> Result<(), String> {
+    if !cluster.local {
+        return Err("the call benchmark needs the local API server (its providers are on loopback)".into());
+    }
+    let mut providers = Vec::new();
+    let mut ports = Vec::new();
+    for i in 0..3 {
+        let (port, admin) = (free_port().map_err(|e| e.to_string())?, free_port().map_err(|e| e.to_string())?);
+        let mut cmd = placement.command(provider_bin);
+        cmd.env("PROVIDER_LISTEN", format!("127.0.0.1:{port}"))
+            .env("PROVIDER_ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
+            .env("PROVIDER_INSTANCE", format!("bench-p{i}"))
+            .env("PROVIDER_VERSION", "1.0.0")
+            .env("RUST_LOG", "warn");
+        providers.push(Helper::spawn(&format!("provider {i}"), cmd)?);
+        wait_tcp(([127, 0, 0, 1], port).into(), Duration::from_secs(20)).await?;
+        ports.push(port);
+    }
+    let ns = namespace_name("calls");
+    cluster.create_namespace(&ns).await?;
+    let api = cluster.slices(&ns);
+    for (i, port) in ports.iter().enumerate() {
+        let ep = Ep::of_pod("127.0.0.1".into(), format!("bench-p{i}"));
+        create(&api, &slice(&ns, &format!("greeter-bench-{i}"), "greeter-bench", *port, &[ep])?).await?;
+    }
+    let service = ServiceRef::new(provider::INTERFACE).with_version("1.0.0");
+    let cfg = discovery_config(cluster, &ns, &format!("{}:1.0.0", provider::INTERFACE), "greeter-bench");
+    let hub = Discovery::with_client(&cfg, Metrics::default(), cluster.client.clone())
+        .await
+        .map_err(|e| format!("discovery: {e}"))?;
+
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", ports[0]))
+        .map_err(|e| e.to_string())?
+        .connect()
+        .await
+        .map_err(|e| format!("plain tonic connect: {e}"))?;
+    let plain = GreeterServiceClient::new(channel);
+    let opts = ClientOptions { client_id: "bench".into(), slow_start: Duration::ZERO, ..ClientOptions::default() };
+    let balanced = Balanced::new(&hub, service.clone(), opts).await.map_err(|e| format!("balanced client: {e}"))?;
+    if !balanced.ready(Duration::from_secs(10)).await || balanced.debug().members.len() != 3 {
+        return Err(format!("the balanced client does not see the 3 providers: {:?}", balanced.debug().members));
+    }
+    let balanced_client = GreeterServiceClient::new(balanced.clone());
+    let consumer_cfg = ConsumerConfig {
+        service: service.clone(),
+        discovery: cfg.clone(),
+        concurrency: plan.in_flight.iter().copied().max().unwrap_or(1),
+        deadline: Duration::from_secs(5),
+        client: ClientKind::Dubbo,
+        ..ConsumerConfig::default()
+    };
+    let dubbo = consumer::dubbo_stack::DubboStack::start(&consumer_cfg, hub.clone(), Stats::default())
+        .await
+        .map_err(|e| format!("dubbo crate client: {e}"))?;
+
+    // A second hub whose Service holds only the first provider: the balanced client's own cost,
+    // against the same single provider as (a).
+    let one_cfg = discovery_config(cluster, &ns, &format!("{}:1.0.0", provider::INTERFACE), "greeter-bench-one");
+    let one_ep = Ep::of_pod("127.0.0.1".into(), "bench-p0".into());
+    create(&api, &slice(&ns, "greeter-bench-one-0", "greeter-bench-one", ports[0], &[one_ep])?).await?;
+    let one_hub = Discovery::with_client(&one_cfg, Metrics::default(), cluster.client.clone())
+        .await
+        .map_err(|e| format!("discovery: {e}"))?;
+    let one_opts = ClientOptions { client_id: "bench".into(), slow_start: Duration::ZERO, ..ClientOptions::default() };
+    let one = Balanced::new(&one_hub, service.clone(), one_opts).await.map_err(|e| format!("balanced client: {e}"))?;
+    if !one.ready(Duration::from_secs(10)).await || one.debug().members.len() != 1 {
+        return Err(format!("the single-provider balanced client sees {:?}", one.debug().members));
+    }
+    let one_client = GreeterServiceClient::new(one);
+
+    // tonic's own balanced channel (tower's power-of-two-choices) over the same three, a static list:
+    // what a user would otherwise pick.
+    let endpoints: Vec<tonic::transport::Endpoint> = ports
+        .iter()
+        .filter_map(|p| tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{p}")).ok())
+        .collect();
+    let tonic_balanced = GreeterServiceClient::new(tonic::transport::Channel::balance_list(endpoints.into_iter()));
+
+    type Call = Arc<dyn Fn() -> std::pin::Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>;
+    let clients: Vec<(&str, Call)> = vec![
+        ("(a) plain tonic, 1 provider", {
+            let c = plain.clone();
+            Arc::new(move || {
+                let mut c = c.clone();
+                Box::pin(async move { c.say_hello(request()).await.is_ok() })
+            })
+        }),
+        ("(b1) balanced client, the same 1 provider", {
+            let c = one_client.clone();
+            Arc::new(move || {
+                let mut c = c.clone();
+                Box::pin(async move { c.say_hello(request()).await.is_ok() })
+            })
+        }),
+        ("(b) balanced client, 3 providers", {
+            let c = balanced_client.clone();
+            Arc::new(move || {
+                let mut c = c.clone();
+                Box::pin(async move { c.say_hello(request()).await.is_ok() })
+            })
+        }),
+        ("(a3) tonic balance_list, 3 providers (static)", {
+            let c = tonic_balanced.clone();
+            Arc::new(move || {
+                let mut c = c.clone();
+                Box::pin(async move { c.say_hello(request()).await.is_ok() })
+            })
+        }),
+        ("(c) dubbo crate via kubernetes://, 3 providers", {
+            let d = dubbo.clone();
+            Arc::new(move || {
+                let d = d.clone();
+                Box::pin(async move { d.say_hello("bench").await.is_ok() })
+            })
+        }),
+    ];
+    // BENCH_CLIENTS=a,b1 keeps only those clients (for profiling one of them).
+    let clients: Vec<(&str, Call)> = match std::env::var("BENCH_CLIENTS") {
+        Ok(only) => clients
+            .into_iter()
+            .filter(|(name, _)| only.split(',').any(|o| name.starts_with(&format!("({o})"))))
+            .collect(),
+        Err(_) => clients,
+    };
+    // results[client][in_flight index] = per-round loads
+    let mut results: Vec<Vec<Vec<Load>>> =
+        clients.iter().map(|_| plan.in_flight.iter().map(|_| Vec::new()).collect()).collect();
+    for _round in 0..plan.rounds {
+        for (k, &n) in plan.in_flight.iter().enumerate() {
+            for (c, (_, call)) in clients.iter().enumerate() {
+                let call = call.clone();
+                results[c][k].push(load(n, plan.warmup, plan.measure, move || call()).await);
+            }
+        }
+    }
+    let mut base = vec![0.0; plan.in_flight.len()];
+    let mut rates: std::collections::HashMap<String, Vec<f64>> = std::collections::HashMap::new();
+    for (client, per_n) in results.iter().enumerate() {
+        let name = clients[client].0;
+        let tag = name.split(' ').next().unwrap_or_default();
+        for (k, loads) in per_n.iter().enumerate() {
+            let rate = median(&loads.iter().map(|l| l.calls_per_sec).collect::<Vec<_>>());
+            let lat: Vec<f64> = loads.iter().flat_map(|l| l.latencies_ms.iter().copied()).collect();
+            let failed: u64 = loads.iter().map(|l| l.failed).sum();
+            let cpus = loads.first().map_or(0, |l| l.cpu_busy.len());
+            let busy = (0..cpus)
+                .map(|i| {
+                    let per_round: Vec<f64> = loads.iter().filter_map(|l| l.cpu_busy.get(i).copied()).collect();
+                    format!("{:.0}%", 100.0 * median(&per_round))
+                })
+                .collect::<Vec<_>>()
+                .join(" / ");
+            let s = Summary::of(&lat);
+            if client == 0 {
+                base[k] = rate;
+            }
+            rates.entry(tag.to_owned()).or_default().push(rate);
+            let ratio = if base[k] > 0.0 { rate / base[k] } else { 0.0 };
+            section.row(vec![
+                name.into(),
+                plan.in_flight[k].to_string(),
+                f(rate, 0),
+                f(s.p50, 3),
+                f(s.p99, 3),
+                failed.to_string(),
+                format!("{ratio:.2}×"),
+                busy,
+            ]);
+            if failed > 0 {
+                section.problem(format!("{name}: {failed} calls failed at {} in flight", plan.in_flight[k]));
+            }
+            if lat.is_empty() {
+                section.problem(format!("{name}: no call completed at {} in flight", plan.in_flight[k]));
+            }
+            if tag == "(b)" || tag == "(b1)" {
+                section.target(
+                    &format!("{tag} ≥ 0.9 × (a) at {} in flight", plan.in_flight[k]),
+                    ratio >= 0.9,
+                    format!("{ratio:.2}×"),
+                );
+            }
+        }
+    }
+    if let (Some(b), Some(a3)) = (rates.get("(b)"), rates.get("(a3)")) {
+        let ratios: Vec<String> = b
+            .iter()
+            .zip(a3)
+            .zip(&plan.in_flight)
+            .map(|((b, a3), n)| format!("{:.2}× at {n} in flight", b / a3.max(f64::MIN_POSITIVE)))
+            .collect();
+        section.note(format!(
+            "(b) against tonic's own balancer over the same three providers (a3): {}. With pinning, the three \
+             providers share the one provider core that (a) has to itself; (a3) shows what that costs any client",
+            ratios.join(", ")
+        ));
+    }
+    let spread =
+        balanced.debug().members.iter().map(|m| format!("{} {}", m.endpoint, m.calls)).collect::<Vec<_>>().join(", ");
+    section.note(format!("(b) spread over the providers: {spread}"));
+    section.note(format!(
+        "{} rounds × {:?} measured after {:?} warm-up per client and concurrency; {}",
+        plan.rounds,
+        plan.measure,
+        plan.warmup,
+        placement.describe()
+    ));
+    drop(dubbo);
+    cluster.delete_namespace(&ns).await;
+    drop(providers);
+    Ok(())
+}

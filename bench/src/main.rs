@@ -1,0 +1,236 @@
+//! dubbo-k8s benchmarks: how fast discovery follows the cluster, what it costs per call, how it
+//! scales, how small it is; every comparison side by side in one run. Run through `scripts/bench`
+//! (release build, pinned cores); `--short` is the CI mode that keeps the harness alive and the
+//! numbers plausible.
+
+mod calls;
+mod cluster;
+mod dns;
+mod footprint;
+mod propagation;
+mod report;
+mod scale;
+mod util;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+
+use crate::cluster::Cluster;
+use crate::report::Report;
+use crate::util::Placement;
+
+const SECTIONS: [&str; 5] = ["propagation", "dns", "calls", "scale", "footprint"];
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dubbo-k8s-bench",
+    version,
+    about = "dubbo-k8s benchmarks (see BENCHMARKS.md; run through scripts/bench)"
+)]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Internal>,
+    /// CI mode: few samples, about two minutes; same tables, plausibility still checked.
+    #[arg(long)]
+    short: bool,
+    /// Where the Markdown report goes (default: BENCHMARKS.md in the workspace, or
+    /// target/bench/BENCHMARKS-short.md with --short).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Measure API propagation against the current context of this kubeconfig (it creates and
+    /// deletes its own namespace and writes EndpointSlices there) instead of the local test server.
+    #[arg(long, env = "BENCH_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Comma-separated sections to run (default: all): propagation, dns, calls, scale, footprint.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Run helper processes (API server, providers) with `taskset -c <CPUS>`.
+    #[arg(long)]
+    helper_cpus: Option<String>,
+    /// Where the provider and consumer binaries are (default: beside this program).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Internal {
+    /// (internal) The in-process test API server, until killed.
+    #[command(hide = true)]
+    ServeApi {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+    },
+    /// (internal) One size of the scale benchmark, driven over stdin/stdout.
+    #[command(hide = true)]
+    ScalePoint {
+        #[arg(long)]
+        api: String,
+        #[arg(long)]
+        namespace: String,
+        #[arg(long)]
+        endpoints: usize,
+        #[arg(long)]
+        picks: usize,
+    },
+}
+
+struct Settings {
+    propagation: usize,
+    dns: Vec<(u32, usize)>,
+    calls: calls::Plan,
+    scale: Vec<usize>,
+    scale_changes: usize,
+    picks: usize,
+    starts: usize,
+}
+
+impl Settings {
+    fn full() -> Self {
+        Settings {
+            propagation: 400,
+            dns: vec![(1, 20), (2, 10), (5, 6)],
+            calls: calls::Plan {
+                rounds: 3,
+                warmup: Duration::from_secs(1),
+                measure: Duration::from_secs(4),
+                in_flight: vec![1, 64],
+            },
+            scale: vec![1_000, 10_000, 100_000],
+            scale_changes: 200,
+            picks: 200_000,
+            starts: 10,
+        }
+    }
+
+    fn short() -> Self {
+        Settings {
+            propagation: 60,
+            dns: vec![(1, 4)],
+            calls: calls::Plan {
+                rounds: 1,
+                warmup: Duration::from_millis(300),
+                measure: Duration::from_secs(1),
+                in_flight: vec![1, 64],
+            },
+            scale: vec![1_000, 10_000],
+            scale_changes: 40,
+            picks: 20_000,
+            starts: 3,
+        }
+    }
+}
+
+fn fail(code: i32, msg: impl std::fmt::Display) -> ! {
+    eprintln!("dubbo-k8s-bench: {msg}");
+    std::process::exit(code)
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Internal::ServeApi { listen }) => {
+            if let Err(e) = cluster::serve(listen).await {
+                fail(1, e)
+            }
+            return;
+        }
+        Some(Internal::ScalePoint { api, namespace, endpoints, picks }) => {
+            if let Err(e) = scale::child(api, namespace, endpoints, picks).await {
+                fail(1, format!("scale child: {e}"))
+            }
+            return;
+        }
+        None => {}
+    }
+    for s in &cli.only {
+        if !SECTIONS.contains(&s.as_str()) {
+            fail(2, format!("--only {s:?}: sections are {}", SECTIONS.join(", ")));
+        }
+    }
+    let wanted = |s: &str| cli.only.is_empty() || cli.only.iter().any(|o| o == s);
+    let settings = if cli.short { Settings::short() } else { Settings::full() };
+    let exe = std::env::current_exe().unwrap_or_else(|e| fail(1, format!("cannot find this program: {e}")));
+    let bin_dir = cli.bin_dir.clone().or_else(|| exe.parent().map(PathBuf::from)).unwrap_or_default();
+    let root = util::workspace_root(&bin_dir);
+    let out = cli.out.clone().unwrap_or_else(|| {
+        if cli.short { root.join("target/bench/BENCHMARKS-short.md") } else { root.join("BENCHMARKS.md") }
+    });
+    let placement = Placement { helper_cpus: cli.helper_cpus.clone() };
+    let (provider_bin, consumer_bin) = (bin_dir.join("provider"), bin_dir.join("consumer"));
+    for b in [&provider_bin, &consumer_bin] {
+        if (wanted("calls") || wanted("footprint")) && !b.is_file() {
+            fail(
+                2,
+                format!(
+                    "{} is missing: build it first (cargo build --release -p provider -p consumer) or give --bin-dir",
+                    b.display()
+                ),
+            );
+        }
+    }
+    let started = Instant::now();
+    let local = Cluster::local(&placement).await.unwrap_or_else(|e| fail(1, format!("local API server: {e}")));
+    let remote = match &cli.kubeconfig {
+        Some(path) => Some(Cluster::from_kubeconfig(path).await.unwrap_or_else(|e| fail(2, e))),
+        None => None,
+    };
+
+    let mut report = Report::default();
+    let command = std::env::var("BENCH_COMMAND").unwrap_or_else(|_| std::env::args().collect::<Vec<_>>().join(" "));
+    report.preamble = vec![
+        ("command".into(), format!("`{command}`")),
+        ("commit".into(), util::commit(&root)),
+        ("machine".into(), util::machine()),
+        ("placement".into(), placement.describe()),
+        ("mode".into(), if cli.short { "short (CI: few samples)".into() } else { "full".into() }),
+    ];
+    let mut sections = Vec::new();
+    if wanted("propagation") {
+        eprintln!("propagation: {} changes…", settings.propagation);
+        sections.push(propagation::run(remote.as_ref().unwrap_or(&local), settings.propagation).await);
+        println!("{}", sections.last().map(report::Section::text).unwrap_or_default());
+    }
+    if wanted("dns") {
+        eprintln!("dns: {:?} (TTL s, changes)…", settings.dns);
+        sections.push(dns::run(&settings.dns).await);
+        println!("{}", sections.last().map(report::Section::text).unwrap_or_default());
+    }
+    if wanted("calls") {
+        eprintln!("calls: {} round(s) × 3 clients × {:?} in flight…", settings.calls.rounds, settings.calls.in_flight);
+        sections.push(calls::run(&local, &provider_bin, &placement, &settings.calls).await);
+        println!("{}", sections.last().map(report::Section::text).unwrap_or_default());
+    }
+    if wanted("scale") {
+        eprintln!("scale: {:?} endpoints…", settings.scale);
+        sections.push(scale::run(&local, &settings.scale, settings.scale_changes, settings.picks).await);
+        println!("{}", sections.last().map(report::Section::text).unwrap_or_default());
+    }
+    if wanted("footprint") {
+        eprintln!("footprint…");
+        let bins = footprint::Bins { provider: &provider_bin, consumer: &consumer_bin };
+        sections.push(footprint::run(&local, &bins, settings.starts).await);
+        println!("{}", sections.last().map(report::Section::text).unwrap_or_default());
+    }
+    report.sections = sections;
+    report.preamble.push(("took".into(), format!("{:.0} s", started.elapsed().as_secs_f64())));
+    let intro = "Written by `scripts/bench` (the harness is `bench/`); every comparison in a table was measured side by \
+                 side in the same run. Percentiles are nearest-rank over all samples.";
+    if let Some(dir) = out.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    if let Err(e) = std::fs::write(&out, report.markdown("Benchmarks", intro)) {
+        fail(1, format!("cannot write {}: {e}", out.display()));
+    }
+    println!("\nreport written to {} ({:.0} s)", out.display(), started.elapsed().as_secs_f64());
+    let problems = report.problems();
+    if !problems.is_empty() {
+        for p in &problems {
+            eprintln!("problem: {p}");
+        }
+        fail(1, format!("{} problem(s): the numbers above are not trustworthy", problems.len()));
+    }
+}

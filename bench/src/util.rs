@@ -1,0 +1,271 @@
+//! Small measuring tools: percentiles, process memory and CPU time from /proc, helper processes
+//! pinned to their own cores, free ports.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Percentiles of a sample, in the sample's unit.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Summary {
+    pub n: usize,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Summary {
+    /// Nearest-rank percentiles of `values` (any order); all zero for an empty sample.
+    pub fn of(values: &[f64]) -> Summary {
+        if values.is_empty() {
+            return Summary::default();
+        }
+        let mut v = values.to_vec();
+        v.sort_by(f64::total_cmp);
+        let at = |p: f64| v[(((v.len() as f64) * p).ceil() as usize).clamp(1, v.len()) - 1];
+        Summary { n: v.len(), p50: at(0.50), p90: at(0.90), p99: at(0.99), max: v[v.len() - 1] }
+    }
+}
+
+/// The median of `values` (0 for none).
+pub fn median(values: &[f64]) -> f64 {
+    Summary::of(values).p50
+}
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Signed milliseconds from `from` to `to` (negative when `to` came first).
+pub fn signed_ms(from: Instant, to: Instant) -> f64 {
+    if to >= from { ms(to - from) } else { -ms(from - to) }
+}
+
+/// Resident memory of a process in KiB (Linux), `None` elsewhere or when it is gone.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+pub fn own_rss_kib() -> Option<u64> {
+    rss_kib(std::process::id())
+}
+
+/// CPU time this process's threads have run, in nanoseconds (Linux schedstat: nanosecond
+/// resolution, unlike the 10 ms ticks of /proc/self/stat). `None` where it is not available.
+pub fn own_cpu_ns() -> Option<u64> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let path = task.ok()?.path().join("schedstat");
+        let text = std::fs::read_to_string(path).ok()?;
+        total += text.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
+}
+
+/// Per-CPU (busy, total) jiffies from /proc/stat (Linux); empty elsewhere.
+pub fn cpu_jiffies() -> Vec<(u64, u64)> {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else { return Vec::new() };
+    stat.lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .map(|l| {
+            let v: Vec<u64> = l.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+            let total: u64 = v.iter().take(8).sum();
+            let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+            (total - idle, total)
+        })
+        .collect()
+}
+
+/// Busy share of each CPU between two [`cpu_jiffies`] readings.
+pub fn cpu_busy(before: &[(u64, u64)], after: &[(u64, u64)]) -> Vec<f64> {
+    before
+        .iter()
+        .zip(after)
+        .map(|(b, a)| {
+            let total = a.1.saturating_sub(b.1);
+            if total == 0 { 0.0 } else { a.0.saturating_sub(b.0) as f64 / total as f64 }
+        })
+        .collect()
+}
+
+/// A port free on loopback now.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Waits until something accepts TCP connections at `addr`.
+pub async fn wait_tcp(addr: SocketAddr, within: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err(format!("nothing listens at {addr} after {within:?}"))
+}
+
+/// Where helper processes (API server, providers) run: `taskset -c <cpus>` when set, so they do not
+/// take the measuring process's core.
+#[derive(Clone, Debug, Default)]
+pub struct Placement {
+    pub helper_cpus: Option<String>,
+}
+
+impl Placement {
+    /// A command for `program`, pinned to the helper cores when there are any.
+    pub fn command(&self, program: &Path) -> Command {
+        match &self.helper_cpus {
+            Some(cpus) => {
+                let mut c = Command::new("taskset");
+                c.arg("-c").arg(cpus).arg(program);
+                c
+            }
+            None => Command::new(program),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match &self.helper_cpus {
+            Some(cpus) => format!(
+                "measuring process on CPU {}, helper processes (API server, providers) on CPU {cpus}",
+                own_cpus().unwrap_or_else(|| "?".into())
+            ),
+            None => "not pinned (taskset unavailable or fewer than 2 CPUs)".into(),
+        }
+    }
+}
+
+/// This process's allowed CPUs, as the kernel lists them.
+pub fn own_cpus() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).map(|v| v.trim().to_owned())
+}
+
+/// A child process killed (and reaped) when dropped.
+#[derive(Debug)]
+pub struct Helper {
+    pub child: Child,
+}
+
+impl Helper {
+    pub fn spawn(name: &str, mut cmd: Command) -> Result<Helper, String> {
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        let child = cmd.spawn().map_err(|e| format!("cannot start {name} ({cmd:?}): {e}"))?;
+        Ok(Helper { child })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The commit measured: `git rev-parse HEAD`, with `-dirty` when the tree has changes.
+pub fn commit(root: &Path) -> String {
+    let out = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(root)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    match out(&["rev-parse", "--short=12", "HEAD"]) {
+        Some(head) => {
+            let dirty = out(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+            if dirty { format!("{head}-dirty") } else { head }
+        }
+        None => "unknown (not a git checkout)".into(),
+    }
+}
+
+/// "2 × Intel(R) Xeon(R) ..." from /proc/cpuinfo.
+pub fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_owned());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or_else(String::new, |kib| format!(", {:.0} GiB", kib as f64 / 1024.0 / 1024.0));
+    format!("{cpus} × {model}{mem}, {}", std::env::consts::OS)
+}
+
+/// The file's size in bytes, if it exists.
+pub fn file_size(path: &Path) -> Option<u64> {
+    std::fs::metadata(path).ok().map(|m| m.len())
+}
+
+pub fn mib(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+/// The workspace root (two levels above the binary in target/<profile>/), else the current directory.
+pub fn workspace_root(bin_dir: &Path) -> PathBuf {
+    bin_dir
+        .ancestors()
+        .find(|p| p.join("Cargo.lock").is_file())
+        .map_or_else(|| std::env::current_dir().unwrap_or_default(), Path::to_path_buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        let s = Summary::of(&v);
+        assert_eq!((s.n, s.p50, s.p90, s.p99, s.max), (100, 50.0, 90.0, 99.0, 100.0));
+        let one = Summary::of(&[7.0]);
+        assert_eq!((one.p50, one.p99), (7.0, 7.0));
+        assert_eq!(Summary::of(&[]).n, 0);
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+    }
+
+    #[test]
+    fn signed_differences() {
+        let a = Instant::now();
+        let b = a + Duration::from_millis(3);
+        assert!((signed_ms(a, b) - 3.0).abs() < 1e-9);
+        assert!((signed_ms(b, a) + 3.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn reads_own_process_facts() {
+        if cfg!(target_os = "linux") {
+            assert!(own_rss_kib().is_some_and(|k| k > 0));
+            let a = own_cpu_ns().expect("schedstat");
+            let mut x = 0u64;
+            for i in 0..2_000_000u64 {
+                x = x.wrapping_mul(31).wrapping_add(i);
+            }
+            std::hint::black_box(x);
+            assert!(own_cpu_ns().expect("schedstat") > a, "CPU time grows with work");
+        }
+    }
+}
