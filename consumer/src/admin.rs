@@ -1,7 +1,7 @@
 //! The consumer's admin HTTP port: `/metrics`, `/healthz`, `/debug/endpoints` (discovery's set and
-//! the client's pool: zones, weights, ejections, calls in flight), `/stats` (call counters),
-//! `/call?name=…` (one call on the configured stack, its reply as JSON). Nothing here changes state
-//! but `/call`, which makes one call.
+//! the client's pool: zones, weights, ejections, calls in flight), `/stats` (call counters), all
+//! read-only; and `POST /call?name=…` (one call on the configured stack, its reply as JSON), which
+//! acts, so it answers 403 unless `CONSUMER_ADMIN_CALLS=true`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use discovery::{EndpointKey, ServiceWatch};
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
@@ -26,6 +26,8 @@ pub struct AdminState {
     pub stack: Stack,
     /// Metrics.
     pub registry: Arc<Registry>,
+    /// `POST /call` allowed (`CONSUMER_ADMIN_CALLS`).
+    pub calls: bool,
 }
 
 /// The router.
@@ -38,11 +40,15 @@ pub fn router(state: AdminState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/debug/endpoints", get(|State(s): State<AdminState>| async move { Json(debug_json(&s.stack)) }))
         .route("/stats", get(|State(s): State<AdminState>| async move { Json(s.stack.stats()) }))
-        .route("/call", get(call))
+        .route("/call", post(call))
         .with_state(state)
 }
 
 async fn call(State(s): State<AdminState>, Query(q): Query<HashMap<String, String>>) -> Response {
+    if !s.calls {
+        let body = json!({"error": "the admin port makes no calls unless CONSUMER_ADMIN_CALLS=true (it only reads by default)"});
+        return (StatusCode::FORBIDDEN, Json(body)).into_response();
+    }
     let name = q.get("name").cloned().unwrap_or_else(|| "admin".into());
     match s.stack.say_hello(&name).await {
         Ok(r) => Json(json!({

@@ -46,6 +46,9 @@ pub struct ConsumerConfig {
     pub report_interval: Duration,
     /// Admin HTTP listen address.
     pub admin_listen: SocketAddr,
+    /// Whether the admin port's `POST /call` may make calls (`CONSUMER_ADMIN_CALLS`; off by
+    /// default: the admin port only reads unless told otherwise).
+    pub admin_calls: bool,
     /// Name sent in demo calls.
     pub name: String,
     /// RPC stack.
@@ -68,6 +71,7 @@ impl Default for ConsumerConfig {
             balancing: ClientOptions::default(),
             report_interval: Duration::from_secs(10),
             admin_listen: SocketAddr::from(([0, 0, 0, 0], 8081)),
+            admin_calls: false,
             name: "dubbo-k8s".into(),
             client: ClientKind::Tonic,
             log_format: LogFormat::Text,
@@ -89,6 +93,7 @@ struct Raw {
     connect_timeout: Option<String>,
     report_interval: Option<String>,
     admin_listen: Option<String>,
+    admin_calls: Option<String>,
     name: Option<String>,
     client: Option<String>,
     log_format: Option<String>,
@@ -172,6 +177,12 @@ impl ConsumerConfig {
                 s.parse().map_err(|_| "expected ip:port, e.g. 0.0.0.0:8081".to_owned())
             })?
             .unwrap_or(d.admin_listen),
+            admin_calls: set(raw.admin_calls, "ADMIN_CALLS", |s| match s.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => Ok(true),
+                "false" | "0" | "no" => Ok(false),
+                _ => Err("expected true or false".to_owned()),
+            })?
+            .unwrap_or(d.admin_calls),
             name: raw.name.filter(|s| !s.is_empty()).unwrap_or(d.name),
             client: set(raw.client, "CLIENT", |s| match s.to_ascii_lowercase().as_str() {
                 "tonic" => Ok(ClientKind::Tonic),

@@ -51,7 +51,7 @@ impl Error {
     /// Exit code: 2 for what configuration can fix, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Discovery(discovery::Error::Mapping(_)) => 2,
+            Error::Discovery(discovery::Error::Mapping(_) | discovery::Error::StaticHosts(_)) => 2,
             Error::Dubbo(e) if e.contains("--features dubbo") => 2,
             _ => 1,
         }
@@ -154,7 +154,7 @@ pub async fn run(cfg: ConsumerConfig, shutdown: impl Future<Output = ()> + Send)
     let listener = tokio::net::TcpListener::bind(cfg.admin_listen)
         .await
         .map_err(|source| Error::Bind { addr: cfg.admin_listen, source })?;
-    let state = admin::AdminState { stack: stack.clone(), registry: Arc::new(registry) };
+    let state = admin::AdminState { stack: stack.clone(), registry: Arc::new(registry), calls: cfg.admin_calls };
     let admin = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, admin::router(state)).await {
             warn!(error = %e, "admin server failed");

@@ -398,3 +398,43 @@ async fn json_logs_carry_each_key_once() {
         assert_eq!(sorted.len(), keys.len(), "a key appears twice: {line}");
     }
 }
+
+/// The status code of one HTTP/1.1 request to `addr` (the test needs no HTTP client crate).
+async fn http_status(addr: std::net::SocketAddr, method: &str, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else { return 0 };
+    let req = format!("{method} {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_port_makes_no_call_unless_told_to() {
+    let p = provider("admin-p", "1.0.0").await;
+    for (allowed, expect_post) in [(None, 403), (Some("true"), 200)] {
+        let admin = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_consumer"));
+        cmd.env("DISCOVERY_MODE", "static")
+            .env("DISCOVERY_STATIC_ENDPOINTS", p.addr().to_string())
+            .env("CONSUMER_VERSION", "1.0.0")
+            .env("CONSUMER_RATE", "0")
+            .env("CONSUMER_ADMIN_LISTEN", admin.to_string())
+            .env("RUST_LOG", "off")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(v) = allowed {
+            cmd.env("CONSUMER_ADMIN_CALLS", v);
+        }
+        let _child = KillOnDrop(cmd.spawn().expect("spawn consumer"));
+        let until = Instant::now() + Duration::from_secs(20);
+        while http_status(admin, "GET", "/healthz").await != 200 {
+            assert!(Instant::now() < until, "the admin port did not come up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(http_status(admin, "GET", "/call").await, 405, "GET never acts");
+        assert_eq!(http_status(admin, "POST", "/call?name=x").await, expect_post, "CONSUMER_ADMIN_CALLS={allowed:?}");
+        assert_eq!(http_status(admin, "GET", "/stats").await, 200);
+    }
+}

@@ -54,6 +54,12 @@ pub enum Error {
         /// The Role and RoleBinding to apply.
         role: String,
     },
+    /// Static mode: not one of `DISCOVERY_STATIC_ENDPOINTS` resolves to an address.
+    #[error(
+        "none of DISCOVERY_STATIC_ENDPOINTS resolves: {0}; give IP addresses or names this process can resolve \
+         (/etc/hosts or DNS)"
+    )]
+    StaticHosts(String),
 }
 
 /// `Result` with this module's [`Error`].
@@ -276,6 +282,7 @@ impl HubInner {
                     };
                     (t, MappingRule::Explicit)
                 });
+                crate::source::fixed::check_resolvable(&self.cfg.static_endpoints, self.cfg.api.request_timeout).await?;
                 let res = self.static_resolution(&target);
                 Ok(ServiceWatch::fixed(service, target, rule, res))
             }

@@ -14,6 +14,27 @@ use crate::publish::{Meta, Publisher};
 
 const LIVE: Meta = Meta { source: Source::Static, freshness: Freshness::Live, pending: false, prefer_close: false };
 
+/// At start: when every entry is a name and not one of them resolves, the list cannot be what was
+/// meant (a typo, a missing /etc/hosts entry); say so instead of serving nothing for ever. One name
+/// that resolves is enough: the others keep being retried.
+pub(crate) async fn check_resolvable(entries: &[StaticEndpoint], timeout: Duration) -> Result<(), crate::Error> {
+    let mut failures = Vec::new();
+    for entry in entries {
+        let Host::Name(name) = &entry.host else { return Ok(()) };
+        match tokio::time::timeout(timeout, tokio::net::lookup_host((name.as_str(), entry.port))).await {
+            Ok(Ok(found)) => {
+                if found.count() > 0 {
+                    return Ok(());
+                }
+                failures.push(format!("{name} (no address)"));
+            }
+            Ok(Err(e)) => failures.push(format!("{name} ({e})")),
+            Err(_) => failures.push(format!("{name} (timed out after {timeout:?})")),
+        }
+    }
+    if failures.is_empty() { Ok(()) } else { Err(crate::Error::StaticHosts(failures.join(", "))) }
+}
+
 /// Runs until every receiver of `publisher` is gone.
 pub(crate) async fn run_static(
     entries: Vec<StaticEndpoint>,
