@@ -13,7 +13,11 @@
 //!   → DNS, then the VIP.
 //! - Recovery: the API's data is served as soon as it is live again, but the outage only ends (and
 //!   DNS only stops) once the API has stayed live for `recovery_hold`; a failure within the hold
-//!   continues the same outage, so a flapping API server cannot reset the stale clock.
+//!   continues the same outage (DNS stays warm). What is served is decided by the API set's own
+//!   age: health is earned only by a list, an event or a bookmark, so a server that flaps and still
+//!   answers lists gives current data, served until it is `max_stale` old, instead of swinging the
+//!   pool between the API's set and DNS's at every relapse; a server that accepts requests and
+//!   answers nothing never makes the set fresh.
 
 use std::time::{Duration, Instant};
 
@@ -129,7 +133,10 @@ pub(crate) fn decide(
             d.wake_at = hold_ends;
         }
         (false, Freshness::Stale { since }) => {
-            let since = outage.since.unwrap_or(since);
+            // The API set's own age decides: a list that succeeded during the outage made it fresh
+            // again (an answered list is current data, whatever the watches do), so it is served
+            // until it is `max_stale` old; going back to DNS at every watch failure would swing the
+            // pool between two sources.
             let deadline = since + policy.max_stale;
             d.want_dns = true;
             d.freshness = Freshness::Stale { since };
@@ -299,13 +306,18 @@ mod tests {
         let d = decide(&policy(), t0, t0 + 50 * S, &live, &outage, fb(None));
         assert_eq!((d.choice, d.freshness, d.want_dns), (Choice::Api, Freshness::Live, true));
         assert_eq!(d.wake_at, Some(t0 + 60 * S));
-        // it fails again at t0+55, within the hold: the outage started at t0, so max_stale is spent
+        // it fails again at t0+55, within the hold: the same outage goes on (DNS stays warm), but the
+        // set listed at t0+50 is current data: it is served until it is max_stale old, not swapped
+        // for DNS at every relapse
         outage.observe(Some(t0 + 55 * S), t0 + 55 * S, hold);
         assert_eq!(outage.since, Some(t0));
         let relapsed = set(Source::Api, 2, false, Some(t0 + 55 * S));
         let dns = set(Source::Dns, 1, false, None);
         let d = decide(&policy(), t0, t0 + 61 * S, &relapsed, &outage, fb(Some(&dns)));
-        assert_eq!(d.choice, Choice::Dns, "a flapping server does not restart the stale clock");
+        assert_eq!((d.choice, d.want_dns), (Choice::Api, true), "fresh API data beats DNS");
+        assert_eq!(d.wake_at, Some(t0 + 115 * S));
+        let d = decide(&policy(), t0, t0 + 115 * S, &relapsed, &outage, fb(Some(&dns)));
+        assert_eq!(d.choice, Choice::Dns, "max_stale after its last data, DNS");
         // stable for the whole hold: the outage ends, DNS stops
         outage.observe(None, t0 + 70 * S, hold);
         outage.observe(None, t0 + 80 * S, hold);

@@ -229,8 +229,10 @@ where
                 // One that ends at once with nothing said was cut: the kube client reports a reset
                 // mid-chunk as a clean end, and re-watching at once would spin.
                 None if !delivered && opened.elapsed() < self.timings.watch_timeout.mul_f64(0.9) => {
+                    // Dated now: the server answered this request (a frozen or silent one is caught by
+                    // the probe and the idle timeout, dated from the last data).
                     return End::Failed {
-                        since: *last_data,
+                        since: Instant::now(),
                         error: format!(
                             "the watch of {} ended after {:?} without an event or a bookmark (connection reset?)",
                             self.what,

@@ -212,7 +212,7 @@ impl Updater {
                 zone_mode,
                 known: set.len(),
                 source: set.source,
-                target: previous.target.clone(),
+                target: shared.watch.target().to_string(),
                 candidates: subset.candidates(),
             }));
             if !set.pending {
