@@ -3,13 +3,16 @@
 //! (release build, pinned cores); `--short` is the CI mode that keeps the harness alive and the
 //! numbers plausible.
 
+mod badinput;
 mod calls;
 mod cluster;
 mod dns;
+mod faults;
 mod footprint;
 mod propagation;
 mod report;
 mod scale;
+mod soak;
 mod util;
 
 use std::path::PathBuf;
@@ -57,6 +60,25 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Internal {
+    /// The fault suite (see FAULTS.md): faults under load, a soak, bad configuration.
+    Faults {
+        /// CI mode: shorter faults, a 1-minute soak.
+        #[arg(long)]
+        short: bool,
+        /// Where the Markdown report goes (default: FAULTS.md in the workspace, or
+        /// target/faults/FAULTS-short.md with --short).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Soak length in seconds (default 600, or 60 with --short; 0 skips it).
+        #[arg(long)]
+        soak: Option<u64>,
+        /// Comma-separated parts to run (default: all): faults, soak, config.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Where the provider and consumer binaries are (default: beside this program).
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+    },
     /// (internal) The in-process test API server, until killed.
     #[command(hide = true)]
     ServeApi {
@@ -131,11 +153,19 @@ fn fail(code: i32, msg: impl std::fmt::Display) -> ! {
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
+    // Logs of discovery and the client, when asked for (RUST_LOG=discovery=debug).
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    }
     match cli.command {
         Some(Internal::ServeApi { listen }) => {
             if let Err(e) = cluster::serve(listen).await {
                 fail(1, e)
             }
+            return;
+        }
+        Some(Internal::Faults { short, out, soak, only, bin_dir }) => {
+            run_faults(short, out, soak, only, bin_dir).await;
             return;
         }
         Some(Internal::ScalePoint { api, namespace, endpoints, picks }) => {
@@ -232,5 +262,81 @@ async fn main() {
             eprintln!("problem: {p}");
         }
         fail(1, format!("{} problem(s): the numbers above are not trustworthy", problems.len()));
+    }
+}
+
+async fn run_faults(short: bool, out: Option<PathBuf>, soak: Option<u64>, only: Vec<String>, bin_dir: Option<PathBuf>) {
+    const PARTS: [&str; 3] = ["faults", "soak", "config"];
+    for o in &only {
+        if !PARTS.contains(&o.as_str()) {
+            fail(2, format!("--only {o:?}: parts are {}", PARTS.join(", ")));
+        }
+    }
+    let wanted = |s: &str| only.is_empty() || only.iter().any(|o| o == s);
+    let exe = std::env::current_exe().unwrap_or_else(|e| fail(1, format!("cannot find this program: {e}")));
+    let bin_dir = bin_dir.or_else(|| exe.parent().map(PathBuf::from)).unwrap_or_default();
+    let root = util::workspace_root(&bin_dir);
+    let out =
+        out.unwrap_or_else(|| if short { root.join("target/faults/FAULTS-short.md") } else { root.join("FAULTS.md") });
+    let (provider_bin, consumer_bin) = (bin_dir.join("provider"), bin_dir.join("consumer"));
+    for b in [&provider_bin, &consumer_bin] {
+        if !b.is_file() {
+            fail(
+                2,
+                format!(
+                    "{} is missing: build it first (cargo build --release -p provider -p consumer) or give --bin-dir",
+                    b.display()
+                ),
+            );
+        }
+    }
+    let plan = faults::Plan {
+        rate: 300.0,
+        api_outage: Duration::from_secs(30),
+        dns_fault: Duration::from_secs(if short { 4 } else { 8 }),
+        misbehaviour: Duration::from_secs(if short { 5 } else { 8 }),
+    };
+    let soak_len = Duration::from_secs(soak.unwrap_or(if short { 60 } else { 600 }));
+    let started = Instant::now();
+    let mut report = Report::default();
+    let command = std::env::var("BENCH_COMMAND").unwrap_or_else(|_| std::env::args().collect::<Vec<_>>().join(" "));
+    report.preamble = vec![
+        ("command".into(), format!("`{command}`")),
+        ("commit".into(), util::commit(&root)),
+        ("machine".into(), util::machine()),
+        ("mode".into(), if short { "short (CI)".into() } else { "full".into() }),
+    ];
+    let mut sections = Vec::new();
+    if wanted("faults") {
+        sections.push(faults::run(&provider_bin, &plan).await);
+        println!("{}", sections.last().map(report::Section::text).unwrap_or_default());
+    }
+    if wanted("soak") && !soak_len.is_zero() {
+        eprintln!("soak: {} s…", soak_len.as_secs());
+        sections.push(soak::run(&provider_bin, &consumer_bin, soak_len).await);
+        println!("{}", sections.last().map(report::Section::text).unwrap_or_default());
+    }
+    if wanted("config") {
+        sections.push(tokio::task::block_in_place(|| badinput::run(&provider_bin, &consumer_bin)));
+        println!("{}", sections.last().map(report::Section::text).unwrap_or_default());
+    }
+    report.sections = sections;
+    report.preamble.push(("took".into(), format!("{:.0} s", started.elapsed().as_secs_f64())));
+    let intro = "Written by `scripts/faults` (the harness is `bench/src/faults.rs`, `soak.rs`, `badinput.rs`). Bad API and \
+                 DNS data, property tests of the slice table, deltas, mapping and configuration parsing, and the RBAC \
+                 checks run as `cargo test` (see the list at the end of README.md's Tests section).";
+    if let Some(dir) = out.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    if let Err(e) = std::fs::write(&out, report.markdown("Faults and bad input", intro)) {
+        fail(1, format!("cannot write {}: {e}", out.display()));
+    }
+    println!("\nreport written to {} ({:.0} s)", out.display(), started.elapsed().as_secs_f64());
+    let problems = report.problems();
+    if !problems.is_empty() {
+        for p in &problems {
+            eprintln!("problem: {p}");
+        }
+        fail(1, format!("{} problem(s)", problems.len()));
     }
 }

@@ -282,7 +282,8 @@ impl HubInner {
                     };
                     (t, MappingRule::Explicit)
                 });
-                crate::source::fixed::check_resolvable(&self.cfg.static_endpoints, self.cfg.api.request_timeout).await?;
+                crate::source::fixed::check_resolvable(&self.cfg.static_endpoints, self.cfg.api.request_timeout)
+                    .await?;
                 let res = self.static_resolution(&target);
                 Ok(ServiceWatch::fixed(service, target, rule, res))
             }
