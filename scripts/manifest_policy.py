@@ -12,8 +12,8 @@ DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # Least privilege, exactly: API mode reads EndpointSlices and Services in its namespace; zone
 # awareness (its own overlay) reads Nodes. Nothing is ever written.
 ALLOWED_ROLE_RULES = {
-    ("discovery.k8s.io", "endpointslices"): {"get", "list", "watch"},
-    ("", "services"): {"get", "list", "watch"},
+    ("discovery.k8s.io", "endpointslices"): {"list", "watch"},
+    ("", "services"): {"list", "watch"},
 }
 ALLOWED_CLUSTER_RULES = {("", "nodes"): {"get"}}
 

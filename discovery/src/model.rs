@@ -627,4 +627,99 @@ mod tests {
         assert_eq!(ServiceRef::new("a.b.Greeter").to_string(), "a.b.Greeter");
         assert_eq!(r.simple_name(), "Greeter");
     }
+
+    /// Any snapshot still within the delta log, plus the deltas since it, is the newest set; one
+    /// that fell behind the log gets `None` (a reset), never a wrong answer.
+    mod delta_properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// `(key, conditions or removed)`.
+        type Batch = Vec<(u8, Option<(bool, bool, bool)>)>;
+
+        /// One batch: the final state of each touched key (a key appears once, as `apply` requires).
+        fn changes() -> impl Strategy<Value = Batch> {
+            prop::collection::btree_map(
+                0u8..12,
+                prop::option::weighted(0.7, (any::<bool>(), any::<bool>(), any::<bool>())),
+                0..6,
+            )
+            .prop_map(|m| m.into_iter().collect())
+        }
+
+        fn replay(old: &EndpointSet, deltas: &[Arc<Delta>]) -> Vec<(EndpointKey, Conditions)> {
+            let mut m: std::collections::BTreeMap<EndpointKey, Conditions> =
+                old.iter().map(|e| (e.key(), e.conditions)).collect();
+            for d in deltas {
+                for k in &d.removed {
+                    m.remove(k);
+                }
+                for e in d.added.iter().chain(&d.updated) {
+                    m.insert(e.key(), e.conditions);
+                }
+            }
+            m.into_iter().collect()
+        }
+
+        fn conditions() -> impl Strategy<Value = Conditions> {
+            (any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(ready, serving, terminating)| Conditions {
+                ready,
+                serving,
+                terminating,
+            })
+        }
+
+        proptest! {
+            /// The routing policy over any mix of conditions: with a ready endpoint only ready ones
+            /// are routable; with none, exactly those still serving while terminating; the counts
+            /// kept incrementally agree.
+            #[test]
+            fn routable_follows_the_condition_policy(cs in prop::collection::vec(conditions(), 0..12)) {
+                let eps: Vec<Endpoint> = cs.iter().enumerate().map(|(i, c)| {
+                    let mut e = Endpoint::new(SocketAddr::new(IpAddr::from([10, 0, 1, i as u8]), 50051));
+                    e.conditions = *c;
+                    e
+                }).collect();
+                let set = EndpointSet::of(Source::Api, eps);
+                let any_ready = cs.iter().any(|c| c.ready);
+                let expected = cs.iter().filter(|c| if any_ready { c.ready } else { c.serving_while_terminating() }).count();
+                prop_assert_eq!(set.routable_len(), expected);
+                prop_assert_eq!(set.routable().count(), expected);
+                prop_assert!(set.routable().all(|e| set.is_routable(e)));
+            }
+
+            /// The API's defaults: unset ready is ready, unset serving follows ready, unset
+            /// terminating is false; a ready endpoint always ranks above one that is not.
+            #[test]
+            fn api_defaults_and_rank(r in any::<Option<bool>>(), s in any::<Option<bool>>(), t in any::<Option<bool>>()) {
+                let c = Conditions::from_api(r, s, t);
+                prop_assert_eq!(c.ready, r.unwrap_or(true));
+                prop_assert_eq!(c.serving, s.unwrap_or(c.ready));
+                prop_assert_eq!(c.terminating, t.unwrap_or(false));
+                let (ready, not_ready) = (Conditions { ready: true, ..c }, Conditions { ready: false, ..c });
+                prop_assert!(ready.rank() > not_ready.rank(), "ready ranks above not ready");
+            }
+
+            #[test]
+            fn old_snapshot_plus_deltas_is_the_newest(steps in prop::collection::vec(changes(), 1..(DELTA_LOG + 12))) {
+                let mut set = EndpointSet { pending: false, ..EndpointSet::pending(Source::Api) };
+                let mut snapshots = vec![set.clone()];
+                for (i, step) in steps.iter().enumerate() {
+                    let changes = step.iter().map(|(k, c)| {
+                        (key(*k), c.map(|(r, s, t)| ep(*k, r, s, t)))
+                    });
+                    let d = set.apply(i as u64 + 1, changes);
+                    set.remember(d);
+                    snapshots.push(set.clone());
+                }
+                let newest: Vec<(EndpointKey, Conditions)> = set.iter().map(|e| (e.key(), e.conditions)).collect();
+                for old in &snapshots {
+                    match set.deltas_since(old.version) {
+                        Some(deltas) => prop_assert_eq!(replay(old, &deltas), newest.clone()),
+                        None => prop_assert!(set.version - old.version > DELTA_LOG as u64, "only a snapshot beyond the log resets"),
+                    }
+                }
+            }
+        }
+    }
 }

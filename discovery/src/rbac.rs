@@ -90,13 +90,13 @@ pub(crate) async fn missing(
 /// `kubectl apply -f -`.
 pub(crate) fn role_yaml(namespace: &str, with_services: bool) -> String {
     let services = if with_services {
-        "\n  - apiGroups: [\"\"]\n    resources: [\"services\"]\n    verbs: [\"get\", \"list\", \"watch\"]"
+        "\n  - apiGroups: [\"\"]\n    resources: [\"services\"]\n    verbs: [\"list\", \"watch\"]"
     } else {
         ""
     };
     format!(
         "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: dubbo-discovery\n  namespace: {namespace}\nrules:\n  \
-         - apiGroups: [\"discovery.k8s.io\"]\n    resources: [\"endpointslices\"]\n    verbs: [\"get\", \"list\", \"watch\"]{services}\n---\n\
+         - apiGroups: [\"discovery.k8s.io\"]\n    resources: [\"endpointslices\"]\n    verbs: [\"list\", \"watch\"]{services}\n---\n\
          apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: dubbo-discovery\n  namespace: {namespace}\n\
          roleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: Role\n  name: dubbo-discovery\nsubjects:\n  \
          - kind: ServiceAccount\n    name: <your-service-account>\n    namespace: <its-namespace>\n"
@@ -106,6 +106,39 @@ pub(crate) fn role_yaml(namespace: &str, with_services: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The Role shipped in k8s/ grants exactly what the code asks for: nothing missing, nothing more.
+    #[test]
+    fn the_shipped_role_is_exactly_what_the_code_needs() {
+        let yaml = include_str!("../../k8s/overlays/api/rbac.yaml");
+        let role = yaml.split("\n---").next().unwrap_or_default();
+        let mut shipped = Vec::new();
+        let (mut group, mut resource) = (String::new(), String::new());
+        let list = |line: &str| -> Vec<String> {
+            line.split_once('[')
+                .and_then(|(_, rest)| rest.split_once(']'))
+                .map(|(inside, _)| inside.split(',').map(|v| v.trim().trim_matches('"').to_owned()).collect())
+                .unwrap_or_default()
+        };
+        for line in role.lines().map(str::trim) {
+            if let Some(l) = line.strip_prefix("- apiGroups:") {
+                group = list(l).concat();
+            } else if let Some(l) = line.strip_prefix("resources:") {
+                resource = list(l).concat();
+            } else if let Some(l) = line.strip_prefix("verbs:") {
+                shipped.extend(list(l).into_iter().map(|v| (group.clone(), resource.clone(), v)));
+            }
+        }
+        shipped.sort();
+        let mut needed: Vec<(String, String, String)> = FOR_SLICES
+            .iter()
+            .chain(&FOR_SERVICES)
+            .map(|p| (p.group.to_owned(), p.resource.to_owned(), p.verb.to_owned()))
+            .collect();
+        needed.sort();
+        assert_eq!(shipped, needed);
+        assert!(role_yaml("demo", true).contains("verbs: [\"list\", \"watch\"]"));
+    }
 
     #[test]
     fn role_yaml_names_the_resources() {

@@ -187,3 +187,40 @@ mod tests {
         assert_eq!(parse_dns_server("10.96.0.10"), Ok("10.96.0.10:53".parse().expect("addr")));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Every parser answers a value or a message for any text: never a panic.
+        #[test]
+        fn parsers_never_panic(v in ".{0,40}") {
+            let _ = parse_bool(&v);
+            let _ = parse_duration(&v);
+            let _ = parse_nonzero_duration(&v);
+            let _ = parse_in_range::<u32>(&v, 1, 10);
+            let _ = parse_ratio(&v, 0.0, 1.0);
+            let _ = parse_port_number(&v);
+            let _ = parse_port_spec(&v);
+            let _ = parse_dns_server(&v);
+            let _ = parse_socket_addr(&v);
+            let _ = crate::config::parse_static(&v, 50051);
+        }
+
+        /// A duration written the documented way reads back as itself.
+        #[test]
+        fn durations_round_trip(ms in 0u64..10_000_000_000) {
+            let d = Duration::from_millis(ms);
+            prop_assert_eq!(parse_duration(&format_duration(d)), Ok(d));
+        }
+
+        /// Numbers are accepted exactly within their range.
+        #[test]
+        fn ranges_are_exact(n in any::<i64>()) {
+            let parsed = parse_in_range::<u32>(&n.to_string(), 1, 10);
+            prop_assert_eq!(parsed.is_ok(), (1..=10).contains(&n));
+        }
+    }
+}

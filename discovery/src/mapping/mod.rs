@@ -531,4 +531,37 @@ mod tests {
         assert!(check_subdomain("Node_1").is_err());
         assert!(check_subdomain("a..b").is_err());
     }
+
+    /// Whatever the identity, a rendered name is a valid Service name or a clear error; the
+    /// sanitiser never panics and always gives a DNS label (or nothing).
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn rendered_names_are_valid_labels(interface in ".{0,80}", version in ".{0,20}", group in ".{0,20}") {
+                let service = ServiceRef::new(interface).with_version(version).with_group(group);
+                for t in ["{simple}", "{simple}-v{major}", "{interface}", "{group}-{simple}-{version}"] {
+                    let template = Template::parse(t).expect("template");
+                    if let Ok(name) = template.render(&service) {
+                        prop_assert!(check_label(&name, 63, true).is_ok(), "{t} gave {name:?}");
+                    }
+                }
+            }
+
+            #[test]
+            fn sanitize_and_kebab_never_panic_and_sanitize_gives_a_label(raw in ".{0,100}") {
+                let _ = kebab(&raw);
+                let s = sanitize(&raw);
+                prop_assert!(s.is_empty() || check_label(&s, 63, false).is_ok(), "sanitize({raw:?}) = {s:?}");
+            }
+
+            #[test]
+            fn mapping_lists_parse_or_fail_cleanly(s in ".{0,120}") {
+                let _ = parse_mappings(&s);
+                let _ = Template::parse(&s);
+            }
+        }
+    }
 }

@@ -649,4 +649,77 @@ pub(crate) mod tests {
         assert_eq!((e.zone.as_deref(), e.node.as_deref()), (Some("zone-a"), Some("node-a")));
         assert_eq!(e.zone_hints.as_deref(), Some(&["zone-a".to_owned()][..]));
     }
+
+    /// The incremental table (one slice at a time, deltas applied to a set) always equals a table
+    /// built at once from the slices as they finally are: whatever the order of upserts and
+    /// deletes, pods moving between slices, dual-stack pods, conditions and ports changing.
+    mod merge_properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Clone, Debug)]
+        enum Op {
+            Upsert { slice: usize, v6: bool, port: bool, eps: Vec<(usize, usize, bool, bool, bool)> },
+            Delete(usize),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            let ep = (0usize..6, 0usize..4, any::<bool>(), any::<bool>(), any::<bool>());
+            prop_oneof![
+                4 => (0usize..4, any::<bool>(), prop::bool::weighted(0.9), prop::collection::vec(ep, 0..5))
+                    .prop_map(|(slice, v6, port, eps)| Op::Upsert { slice, v6, port, eps }),
+                1 => (0usize..4).prop_map(Op::Delete),
+            ]
+        }
+
+        /// Pod `pod` has address number `addr` in its family; conditions as given.
+        fn build(n: usize, v6: bool, port: bool, eps: &[(usize, usize, bool, bool, bool)]) -> EndpointSlice {
+            let endpoints = eps
+                .iter()
+                .map(|(pod, addr, r, s, t)| {
+                    let ip = if v6 { format!("fd00::{pod}:{addr}") } else { format!("10.9.{pod}.{addr}") };
+                    api_ep(&ip, &format!("pod-{pod}"), Some(*r), Some(*s), Some(*t))
+                })
+                .collect();
+            let ports: &[(&str, i32)] = if port { &[("tri", 50051)] } else { &[("other", 9)] };
+            slice(&format!("s{n}"), if v6 { "IPv6" } else { "IPv4" }, ports, endpoints)
+        }
+
+        fn snapshot(set: &EndpointSet) -> Vec<(String, Conditions)> {
+            set.iter().map(|e| (e.key().to_string(), e.conditions)).collect()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+            #[test]
+            fn incremental_equals_full_remerge(ops in prop::collection::vec(op(), 1..40), v6_first in any::<bool>()) {
+                let family = FamilyPolicy::Prefer(if v6_first { Family::V6 } else { Family::V4 });
+                let mut live = Fixture::new(tri(), family);
+                let mut last: HashMap<usize, EndpointSlice> = HashMap::new();
+                for op in &ops {
+                    match op {
+                        Op::Upsert { slice, v6, port, eps } => {
+                            let s = build(*slice, *v6, *port, eps);
+                            live.upsert(&s);
+                            last.insert(*slice, s);
+                        }
+                        Op::Delete(slice) => {
+                            live.delete(&format!("s{slice}"));
+                            last.remove(slice);
+                        }
+                    }
+                }
+                let mut fresh = Fixture::new(tri(), family);
+                let mut order: Vec<_> = last.keys().copied().collect();
+                order.sort_unstable();
+                for k in order {
+                    fresh.upsert(&last[&k]);
+                }
+                prop_assert_eq!(snapshot(&live.set), snapshot(&fresh.set));
+                // The counts kept incrementally match a recount.
+                let recount = EndpointSet::of(crate::Source::Api, live.set.iter().map(|e| (**e).clone())).counts();
+                prop_assert_eq!(live.set.counts(), recount);
+            }
+        }
+    }
 }

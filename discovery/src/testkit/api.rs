@@ -123,6 +123,8 @@ struct Store {
     pages: HashMap<String, (u64, Vec<Value>)>,
     next_page: u64,
     denied: Vec<(Option<String>, String, String)>,
+    /// When set, only these `(group, resource, verb)` are allowed, on requests and in reviews.
+    role: Option<Vec<(String, String, String)>>,
     forbidden: bool,
     fail_next: u32,
     bookmark_interval: Option<Duration>,
@@ -209,6 +211,7 @@ impl FakeApiServer {
                 pages: HashMap::new(),
                 next_page: 0,
                 denied: Vec::new(),
+                role: None,
                 forbidden: false,
                 fail_next: 0,
                 bookmark_interval: Some(Duration::from_secs(1)),
@@ -325,6 +328,20 @@ impl FakeApiServer {
     /// in every namespace.
     pub fn deny(&self, verb: &str, resource: &str) {
         self.shared.store().denied.push((None, verb.to_owned(), resource.to_owned()));
+    }
+
+    /// Enforces RBAC as a real API server does for an identity bound to exactly these rules
+    /// (`(group, resource, verbs)`, as in a Role): every other list, watch or get answers 403 Forbidden,
+    /// and SelfSubjectAccessReviews answer accordingly. `None`: everything is allowed.
+    pub fn enforce_role(&self, rules: Option<&[(&str, &str, &[&str])]>) {
+        self.shared.store().role = rules.map(|rules| {
+            rules
+                .iter()
+                .flat_map(|(g, r, verbs)| {
+                    verbs.iter().map(move |v| ((*g).to_owned(), (*r).to_owned(), (*v).to_owned()))
+                })
+                .collect()
+        });
     }
 
     /// Like [`FakeApiServer::deny`], in `namespace` only.
@@ -733,7 +750,11 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
             } else {
                 s.misbehaviour
             };
-            (s.forbidden && res == Res::Slices, m)
+            let by_role = s
+                .role
+                .as_ref()
+                .is_some_and(|role| !role.iter().any(|(g, r, v)| g == res.group() && r == res.resource() && v == verb));
+            ((s.forbidden && res == Res::Slices) || by_role, m)
         };
         if forbid {
             return forbidden(res, verb, ns);
@@ -754,6 +775,18 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
             .header("content-type", "text/plain; charset=utf-8")
             .body(full(Bytes::from_static(b"ok")))
             .unwrap_or_else(|_| Response::new(full(Bytes::new()))),
+        (&Method::GET, ["api", "v1", "nodes", _])
+            if shared
+                .store()
+                .role
+                .as_ref()
+                .is_some_and(|role| !role.iter().any(|(g, r, v)| g.is_empty() && r == "nodes" && v == "get")) =>
+        {
+            let msg = format!(
+                "nodes is forbidden: User \"{USER}\" cannot get resource \"nodes\" in API group \"\" at the cluster scope"
+            );
+            json_response(403, &status(403, "Forbidden", &msg))
+        }
         (&Method::GET, ["api", "v1", "nodes", name]) => match shared.store().nodes.get(*name) {
             Some(node) => json_response(200, node),
             None => json_response(404, &status(404, "NotFound", &format!("nodes \"{name}\" not found"))),
@@ -765,11 +798,16 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
             let verb = attrs["verb"].as_str().unwrap_or_default();
             let resource = attrs["resource"].as_str().unwrap_or_default();
             let namespace = attrs["namespace"].as_str();
-            let denied = shared
-                .store()
-                .denied
-                .iter()
-                .any(|(n, v, r)| v == verb && r == resource && n.as_deref().is_none_or(|n| Some(n) == namespace));
+            let group = attrs["group"].as_str().unwrap_or_default();
+            let denied = {
+                let s = shared.store();
+                s.denied
+                    .iter()
+                    .any(|(n, v, r)| v == verb && r == resource && n.as_deref().is_none_or(|n| Some(n) == namespace))
+                    || s.role
+                        .as_ref()
+                        .is_some_and(|role| !role.iter().any(|(g, r, v)| g == group && r == resource && v == verb))
+            };
             let status = if denied {
                 json!({"allowed": false})
             } else {

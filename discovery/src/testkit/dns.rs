@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, SOA, SRV};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, SOA, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
@@ -211,6 +211,13 @@ impl FakeDns {
         self.lock().records.insert((key(name_), RecordType::SRV), recs);
     }
 
+    /// Makes `name` an alias of `target` (CNAME); queries for `name` answer the chain, then the
+    /// target's records, as a recursive resolver in front of the zone would.
+    pub fn set_cname(&self, name_: &str, target: &str, ttl: u32) {
+        let rec = Record::from_rdata(name(name_), ttl, RData::CNAME(CNAME(name(target))));
+        self.lock().records.insert((key(name_), RecordType::CNAME), vec![rec]);
+    }
+
     /// Removes every record of `name`: it answers NXDOMAIN.
     pub fn remove(&self, name_: &str) {
         let k = key(name_);
@@ -270,7 +277,17 @@ fn build(zone: &Mutex<Zone>, request: &Message) -> Option<Vec<u8>> {
         Behaviour::Normal => {}
     }
     let q = request.queries.first()?;
-    let qname = key(&q.name.to_ascii());
+    let mut qname = key(&q.name.to_ascii());
+    // Follow a CNAME chain (at most 8 links), each link in the answer.
+    for _ in 0..8 {
+        if q.query_type == RecordType::CNAME || z.records.contains_key(&(qname.clone(), q.query_type)) {
+            break;
+        }
+        let Some(link) = z.records.get(&(qname.clone(), RecordType::CNAME)).and_then(|r| r.first()) else { break };
+        let RData::CNAME(target) = &link.data else { break };
+        resp.add_answer(link.clone());
+        qname = key(&target.0.to_ascii());
+    }
     let exists = z.records.iter().any(|((n, _), recs)| *n == qname && !recs.is_empty());
     let found = z.records.get(&(qname.clone(), q.query_type)).filter(|r| !r.is_empty());
     match found {
