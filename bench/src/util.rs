@@ -195,7 +195,12 @@ pub fn commit(root: &Path) -> String {
 
 /// "2 × Intel(R) Xeon(R) ..." from /proc/cpuinfo.
 pub fn machine() -> String {
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    // The machine's CPUs, not this process's (it may be pinned to one).
+    let cpus = std::fs::read_to_string("/proc/cpuinfo")
+        .map(|c| c.lines().filter(|l| l.starts_with("processor")).count())
+        .ok()
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(0, |n| n.get()));
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
