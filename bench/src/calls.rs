@@ -20,7 +20,7 @@ use provider::pb::greeter_service_client::GreeterServiceClient;
 use crate::cluster::{Cluster, Ep, create, namespace_name, slice};
 use crate::propagation::discovery_config;
 use crate::report::{Section, f};
-use crate::util::{Helper, Placement, Summary, cpu_busy, cpu_jiffies, free_port, median, wait_tcp};
+use crate::util::{Placement, Summary, cpu_busy, cpu_jiffies, median, start_provider};
 
 /// How long and how often.
 #[derive(Clone, Debug)]
@@ -96,6 +96,24 @@ fn request() -> tonic::Request<HelloRequest> {
     tonic::Request::new(HelloRequest { name: "bench".into() })
 }
 
+/// One benchmark call: `true` when it succeeded.
+type Call = Arc<dyn Fn() -> std::pin::Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>;
+
+/// `SayHello` through a tonic-generated client over any channel (plain, balanced, tonic's own).
+fn tonic_call<T>(client: GreeterServiceClient<T>) -> Call
+where
+    T: tonic::client::GrpcService<tonic::body::Body> + Clone + Send + Sync + 'static,
+    T::Future: Send,
+    T::Error: Into<tonic::codegen::StdError>,
+    T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
+{
+    Arc::new(move || {
+        let mut c = client.clone();
+        Box::pin(async move { c.say_hello(request()).await.is_ok() })
+    })
+}
+
 pub async fn run(cluster: &Cluster, provider_bin: &Path, placement: &Placement, plan: &Plan) -> Section {
     let mut section = Section::new(
         "Call path",
@@ -127,15 +145,8 @@ async fn measure(
     let mut providers = Vec::new();
     let mut ports = Vec::new();
     for i in 0..3 {
-        let (port, admin) = (free_port().map_err(|e| e.to_string())?, free_port().map_err(|e| e.to_string())?);
-        let mut cmd = placement.command(provider_bin);
-        cmd.env("PROVIDER_LISTEN", format!("127.0.0.1:{port}"))
-            .env("PROVIDER_ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
-            .env("PROVIDER_INSTANCE", format!("bench-p{i}"))
-            .env("PROVIDER_VERSION", "1.0.0")
-            .env("RUST_LOG", "warn");
-        providers.push(Helper::spawn(&format!("provider {i}"), cmd)?);
-        wait_tcp(([127, 0, 0, 1], port).into(), Duration::from_secs(20)).await?;
+        let (helper, port) = start_provider(placement.command(provider_bin), &format!("bench-p{i}"), &[]).await?;
+        providers.push(helper);
         ports.push(port);
     }
     let ns = namespace_name("calls");
@@ -198,36 +209,11 @@ async fn measure(
         .collect();
     let tonic_balanced = GreeterServiceClient::new(tonic::transport::Channel::balance_list(endpoints.into_iter()));
 
-    type Call = Arc<dyn Fn() -> std::pin::Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>;
     let clients: Vec<(&str, Call)> = vec![
-        ("(a) plain tonic, 1 provider", {
-            let c = plain.clone();
-            Arc::new(move || {
-                let mut c = c.clone();
-                Box::pin(async move { c.say_hello(request()).await.is_ok() })
-            })
-        }),
-        ("(b1) balanced client, the same 1 provider", {
-            let c = one_client.clone();
-            Arc::new(move || {
-                let mut c = c.clone();
-                Box::pin(async move { c.say_hello(request()).await.is_ok() })
-            })
-        }),
-        ("(b) balanced client, 3 providers", {
-            let c = balanced_client.clone();
-            Arc::new(move || {
-                let mut c = c.clone();
-                Box::pin(async move { c.say_hello(request()).await.is_ok() })
-            })
-        }),
-        ("(a3) tonic balance_list, 3 providers (static)", {
-            let c = tonic_balanced.clone();
-            Arc::new(move || {
-                let mut c = c.clone();
-                Box::pin(async move { c.say_hello(request()).await.is_ok() })
-            })
-        }),
+        ("(a) plain tonic, 1 provider", tonic_call(plain.clone())),
+        ("(b1) balanced client, the same 1 provider", tonic_call(one_client.clone())),
+        ("(b) balanced client, 3 providers", tonic_call(balanced_client.clone())),
+        ("(a3) tonic balance_list, 3 providers (static)", tonic_call(tonic_balanced.clone())),
         ("(c) dubbo crate via kubernetes://, 3 providers", {
             let d = dubbo.clone();
             Arc::new(move || {

@@ -25,7 +25,7 @@ use provider::pb::HelloRequest;
 use provider::pb::greeter_service_client::GreeterServiceClient;
 
 use crate::report::{Section, f};
-use crate::util::{Helper, Summary, free_port, wait_tcp};
+use crate::util::{Helper, Summary, start_provider};
 
 const NS: &str = "faults";
 const DOMAIN: &str = "cluster.local";
@@ -162,17 +162,8 @@ struct World {
 
 impl World {
     async fn provider(&mut self, name: &str) -> Result<(), String> {
-        let (port, admin) = (free_port().map_err(|e| e.to_string())?, free_port().map_err(|e| e.to_string())?);
-        let mut cmd = Command::new(&self.bin);
-        cmd.env("PROVIDER_LISTEN", format!("127.0.0.1:{port}"))
-            .env("PROVIDER_ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
-            .env("PROVIDER_INSTANCE", name)
-            .env("PROVIDER_VERSION", "1.0.0")
-            .env("PROVIDER_DRAIN", "1s")
-            .env("PROVIDER_SHUTDOWN_TIMEOUT", "3s")
-            .env("RUST_LOG", "warn");
-        let helper = Helper::spawn(name, cmd)?;
-        wait_tcp(([127, 0, 0, 1], port).into(), Duration::from_secs(20)).await?;
+        let env = [("PROVIDER_DRAIN", "1s"), ("PROVIDER_SHUTDOWN_TIMEOUT", "3s")];
+        let (helper, port) = start_provider(Command::new(&self.bin), name, &env).await?;
         self.providers.insert(name.to_owned(), Prov { port, helper: Some(helper) });
         Ok(())
     }

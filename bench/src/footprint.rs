@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::cluster::{Cluster, Ep, create, namespace_name, slice};
 use crate::report::{Section, f};
-use crate::util::{Helper, Summary, file_size, free_port, mib, rss_kib, wait_tcp};
+use crate::util::{Helper, Summary, file_size, free_port, mib, rss_kib, start_provider};
 
 pub struct Bins<'a> {
     pub provider: &'a Path,
@@ -101,14 +101,8 @@ async fn processes(cluster: &Cluster, bins: &Bins<'_>, starts: usize, section: &
     let mut providers = Vec::new();
     let mut ports = Vec::new();
     for i in 0..3 {
-        let (port, admin) = (free_port().map_err(|e| e.to_string())?, free_port().map_err(|e| e.to_string())?);
-        let mut cmd = Command::new(bins.provider);
-        cmd.env("PROVIDER_LISTEN", format!("127.0.0.1:{port}"))
-            .env("PROVIDER_ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
-            .env("PROVIDER_INSTANCE", format!("foot-p{i}"))
-            .env("PROVIDER_VERSION", "1.0.0");
-        providers.push(Helper::spawn("provider", cmd)?);
-        wait_tcp(([127, 0, 0, 1], port).into(), Duration::from_secs(20)).await?;
+        let (helper, port) = start_provider(Command::new(bins.provider), &format!("foot-p{i}"), &[]).await?;
+        providers.push(helper);
         ports.push(port);
     }
     let ns = namespace_name("footprint");

@@ -209,59 +209,33 @@ async fn main() {
         None => None,
     };
 
-    let mut report = Report::default();
-    let command = std::env::var("BENCH_COMMAND").unwrap_or_else(|_| std::env::args().collect::<Vec<_>>().join(" "));
-    report.preamble = vec![
-        ("command".into(), format!("`{command}`")),
-        ("commit".into(), util::commit(&root)),
-        ("machine".into(), util::machine()),
-        ("placement".into(), placement.describe()),
-        ("mode".into(), if cli.short { "short (CI: few samples)".into() } else { "full".into() }),
-    ];
-    let mut sections = Vec::new();
+    let mode = if cli.short { "short (CI: few samples)" } else { "full" };
+    let mut report = Report::new(&root, vec![("placement".into(), placement.describe()), ("mode".into(), mode.into())]);
     if wanted("propagation") {
         eprintln!("propagation: {} changes…", settings.propagation);
-        sections.push(propagation::run(remote.as_ref().unwrap_or(&local), settings.propagation).await);
-        println!("{}", sections.last().map(report::Section::text).unwrap_or_default());
+        report.add(propagation::run(remote.as_ref().unwrap_or(&local), settings.propagation).await);
     }
     if wanted("dns") {
         eprintln!("dns: {:?} (TTL s, changes)…", settings.dns);
-        sections.push(dns::run(&settings.dns).await);
-        println!("{}", sections.last().map(report::Section::text).unwrap_or_default());
+        report.add(dns::run(&settings.dns).await);
     }
     if wanted("calls") {
-        eprintln!("calls: {} round(s) × 3 clients × {:?} in flight…", settings.calls.rounds, settings.calls.in_flight);
-        sections.push(calls::run(&local, &provider_bin, &placement, &settings.calls).await);
-        println!("{}", sections.last().map(report::Section::text).unwrap_or_default());
+        eprintln!("calls: {} round(s) × 5 clients × {:?} in flight…", settings.calls.rounds, settings.calls.in_flight);
+        report.add(calls::run(&local, &provider_bin, &placement, &settings.calls).await);
     }
     if wanted("scale") {
         eprintln!("scale: {:?} endpoints…", settings.scale);
-        sections.push(scale::run(&local, &settings.scale, settings.scale_changes, settings.picks).await);
-        println!("{}", sections.last().map(report::Section::text).unwrap_or_default());
+        report.add(scale::run(&local, &settings.scale, settings.scale_changes, settings.picks).await);
     }
     if wanted("footprint") {
         eprintln!("footprint…");
         let bins = footprint::Bins { provider: &provider_bin, consumer: &consumer_bin };
-        sections.push(footprint::run(&local, &bins, settings.starts).await);
-        println!("{}", sections.last().map(report::Section::text).unwrap_or_default());
+        report.add(footprint::run(&local, &bins, settings.starts).await);
     }
-    report.sections = sections;
-    report.preamble.push(("took".into(), format!("{:.0} s", started.elapsed().as_secs_f64())));
     let intro = "Written by `scripts/bench` (the harness is `bench/`); every comparison in a table was measured side by \
                  side in the same run. Percentiles are nearest-rank over all samples.";
-    if let Some(dir) = out.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    if let Err(e) = std::fs::write(&out, report.markdown("Benchmarks", intro)) {
-        fail(1, format!("cannot write {}: {e}", out.display()));
-    }
-    println!("\nreport written to {} ({:.0} s)", out.display(), started.elapsed().as_secs_f64());
-    let problems = report.problems();
-    if !problems.is_empty() {
-        for p in &problems {
-            eprintln!("problem: {p}");
-        }
-        fail(1, format!("{} problem(s): the numbers above are not trustworthy", problems.len()));
+    if let Err(e) = report.finish(&out, "Benchmarks", intro, started) {
+        fail(1, e);
     }
 }
 
@@ -298,45 +272,22 @@ async fn run_faults(short: bool, out: Option<PathBuf>, soak: Option<u64>, only: 
     };
     let soak_len = Duration::from_secs(soak.unwrap_or(if short { 60 } else { 600 }));
     let started = Instant::now();
-    let mut report = Report::default();
-    let command = std::env::var("BENCH_COMMAND").unwrap_or_else(|_| std::env::args().collect::<Vec<_>>().join(" "));
-    report.preamble = vec![
-        ("command".into(), format!("`{command}`")),
-        ("commit".into(), util::commit(&root)),
-        ("machine".into(), util::machine()),
-        ("mode".into(), if short { "short (CI)".into() } else { "full".into() }),
-    ];
-    let mut sections = Vec::new();
+    let mode = if short { "short (CI)" } else { "full" };
+    let mut report = Report::new(&root, vec![("mode".into(), mode.into())]);
     if wanted("faults") {
-        sections.push(faults::run(&provider_bin, &plan).await);
-        println!("{}", sections.last().map(report::Section::text).unwrap_or_default());
+        report.add(faults::run(&provider_bin, &plan).await);
     }
     if wanted("soak") && !soak_len.is_zero() {
         eprintln!("soak: {} s…", soak_len.as_secs());
-        sections.push(soak::run(&provider_bin, &consumer_bin, soak_len).await);
-        println!("{}", sections.last().map(report::Section::text).unwrap_or_default());
+        report.add(soak::run(&provider_bin, &consumer_bin, soak_len).await);
     }
     if wanted("config") {
-        sections.push(tokio::task::block_in_place(|| badinput::run(&provider_bin, &consumer_bin)));
-        println!("{}", sections.last().map(report::Section::text).unwrap_or_default());
+        report.add(tokio::task::block_in_place(|| badinput::run(&provider_bin, &consumer_bin)));
     }
-    report.sections = sections;
-    report.preamble.push(("took".into(), format!("{:.0} s", started.elapsed().as_secs_f64())));
     let intro = "Written by `scripts/faults` (the harness is `bench/src/faults.rs`, `soak.rs`, `badinput.rs`). Bad API and \
                  DNS data, property tests of the slice table, deltas, mapping and configuration parsing, and the RBAC \
-                 checks run as `cargo test` (see the list at the end of README.md's Tests section).";
-    if let Some(dir) = out.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    if let Err(e) = std::fs::write(&out, report.markdown("Faults and bad input", intro)) {
-        fail(1, format!("cannot write {}: {e}", out.display()));
-    }
-    println!("\nreport written to {} ({:.0} s)", out.display(), started.elapsed().as_secs_f64());
-    let problems = report.problems();
-    if !problems.is_empty() {
-        for p in &problems {
-            eprintln!("problem: {p}");
-        }
-        fail(1, format!("{} problem(s)", problems.len()));
+                 checks run as `cargo test` (see README.md, Faults and bad input).";
+    if let Err(e) = report.finish(&out, "Faults and bad input", intro, started) {
+        fail(1, e);
     }
 }

@@ -110,6 +110,49 @@ pub struct Report {
 }
 
 impl Report {
+    /// A report whose preamble names the command (as `scripts/…` ran it), the commit and the machine.
+    pub fn new(root: &std::path::Path, more: Vec<(String, String)>) -> Self {
+        let command = std::env::var("BENCH_COMMAND").unwrap_or_else(|_| std::env::args().collect::<Vec<_>>().join(" "));
+        let mut preamble = vec![
+            ("command".into(), format!("`{command}`")),
+            ("commit".into(), crate::util::commit(root)),
+            ("machine".into(), crate::util::machine()),
+        ];
+        preamble.extend(more);
+        Report { preamble, sections: Vec::new() }
+    }
+
+    /// Adds a finished section and prints it.
+    pub fn add(&mut self, section: Section) {
+        println!("{}", section.text());
+        self.sections.push(section);
+    }
+
+    /// Writes the Markdown to `out`; the problems found, if any.
+    pub fn finish(
+        &mut self,
+        out: &std::path::Path,
+        title: &str,
+        intro: &str,
+        started: std::time::Instant,
+    ) -> Result<(), String> {
+        self.preamble.push(("took".into(), format!("{:.0} s", started.elapsed().as_secs_f64())));
+        if let Some(dir) = out.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        std::fs::write(out, self.markdown(title, intro)).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+        println!("\nreport written to {} ({:.0} s)", out.display(), started.elapsed().as_secs_f64());
+        let problems = self.problems();
+        for p in &problems {
+            eprintln!("problem: {p}");
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{} problem(s): the numbers above are not trustworthy", problems.len()))
+        }
+    }
+
     pub fn markdown(&self, title: &str, intro: &str) -> String {
         let mut out = format!("# {title}\n\n{intro}\n\n");
         for (k, v) in &self.preamble {

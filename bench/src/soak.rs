@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use discovery::testkit::{FakeApiServer, PodEndpoint, endpoint_slice};
 
 use crate::report::Section;
-use crate::util::{Helper, free_port, mib, rss_kib, wait_tcp};
+use crate::util::{Helper, free_port, mib, rss_kib, start_provider, wait_tcp};
 
 const NS: &str = "soak";
 const SERVICE: &str = "greeter-service";
@@ -105,15 +105,8 @@ async fn soak(provider_bin: &Path, consumer_bin: &Path, length: Duration) -> Res
     let mut providers = Vec::new();
     let mut ports = Vec::new();
     for i in 1..=4 {
-        let (port, admin) = (free_port().map_err(|e| e.to_string())?, free_port().map_err(|e| e.to_string())?);
-        let mut cmd = Command::new(provider_bin);
-        cmd.env("PROVIDER_LISTEN", format!("127.0.0.1:{port}"))
-            .env("PROVIDER_ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
-            .env("PROVIDER_INSTANCE", format!("p{i}"))
-            .env("PROVIDER_VERSION", "1.0.0")
-            .env("RUST_LOG", "warn");
-        providers.push(Helper::spawn("provider", cmd)?);
-        wait_tcp(([127, 0, 0, 1], port).into(), Duration::from_secs(20)).await?;
+        let (helper, port) = start_provider(Command::new(provider_bin), &format!("p{i}"), &[]).await?;
+        providers.push(helper);
         ports.push(port);
     }
     let slice = |i: usize, pod: PodEndpoint| {

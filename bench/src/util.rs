@@ -173,6 +173,23 @@ impl Drop for Helper {
     }
 }
 
+/// The provider binary as a helper process on loopback (version 1.0.0, logs at warn), started by
+/// `cmd` (plain or pinned) with `env` on top; its Triple port once it accepts connections.
+pub async fn start_provider(mut cmd: Command, name: &str, env: &[(&str, &str)]) -> Result<(Helper, u16), String> {
+    let (port, admin) = (free_port().map_err(|e| e.to_string())?, free_port().map_err(|e| e.to_string())?);
+    cmd.env("PROVIDER_LISTEN", format!("127.0.0.1:{port}"))
+        .env("PROVIDER_ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
+        .env("PROVIDER_INSTANCE", name)
+        .env("PROVIDER_VERSION", "1.0.0")
+        .env("RUST_LOG", "warn");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let helper = Helper::spawn(name, cmd)?;
+    wait_tcp(([127, 0, 0, 1], port).into(), Duration::from_secs(20)).await?;
+    Ok((helper, port))
+}
+
 /// The commit measured: `git rev-parse HEAD`, with `-dirty` when the tree has changes.
 pub fn commit(root: &Path) -> String {
     let out = |args: &[&str]| {

@@ -64,18 +64,8 @@ impl Default for Stats {
     }
 }
 
-/// `DeadlineExceeded` → `deadline_exceeded`.
-pub fn code_label(code: tonic::Code) -> String {
-    let camel = format!("{code:?}");
-    let mut out = String::with_capacity(camel.len() + 4);
-    for (i, c) in camel.chars().enumerate() {
-        if c.is_ascii_uppercase() && i > 0 {
-            out.push('_');
-        }
-        out.push(c.to_ascii_lowercase());
-    }
-    out
-}
+/// `DeadlineExceeded` → `deadline_exceeded`: the provider's labels, so both sides' metrics match.
+pub use provider::greeter::code_label;
 
 impl Stats {
     /// Statistics whose metrics are registered as `consumer_*` in `registry`.

@@ -137,27 +137,17 @@ async fn run_api(parts: ApiParts, mut out: Follower) {
             }
             _ => (looked_up_vip.and_then(|(_, v)| v), false),
         };
-        let mut d = failover::decide(
-            &policy,
-            started,
-            now,
-            &api,
-            &outage,
-            Fallbacks { dns: dns_set.as_ref(), dns_available: dns_factory.is_some(), vip_available: vip.is_some() },
-        );
+        let decide = |vip_available: bool| {
+            let fallbacks = Fallbacks { dns: dns_set.as_ref(), dns_available: dns_factory.is_some(), vip_available };
+            failover::decide(&policy, started, now, &api, &outage, fallbacks)
+        };
+        let mut d = decide(vip.is_some());
         let lookup_due = looked_up_vip.is_none_or(|(at, _)| now.duration_since(at) > VIP_LOOKUP_EVERY);
         if d.want_dns && !index_knows && lookup_due {
             // No Service spec to read: ask the system resolver for the Service's name (its VIP).
             vip = lookup_vip(&target, &cluster_domain, fallback_port, request_timeout).await;
             looked_up_vip = Some((now, vip));
-            d = failover::decide(
-                &policy,
-                started,
-                now,
-                &api,
-                &outage,
-                Fallbacks { dns: dns_set.as_ref(), dns_available: dns_factory.is_some(), vip_available: vip.is_some() },
-            );
+            d = decide(vip.is_some());
         }
 
         if d.want_dns

@@ -37,13 +37,14 @@ impl CallMetrics {
     }
 
     fn count(&self, method: &str, code: tonic::Code) {
-        let code = snake(&format!("{code:?}"));
+        let code = code_label(code);
         self.calls.get_or_create(&vec![("method".into(), method.into()), ("code".into(), code)]).inc();
     }
 }
 
-/// `InvalidArgument` → `invalid_argument`.
-fn snake(camel: &str) -> String {
+/// A gRPC code as a metric label: `InvalidArgument` → `invalid_argument` (the consumer's labels too).
+pub fn code_label(code: tonic::Code) -> String {
+    let camel = format!("{code:?}");
     let mut out = String::with_capacity(camel.len() + 4);
     for (i, c) in camel.chars().enumerate() {
         if c.is_ascii_uppercase() && i > 0 {
