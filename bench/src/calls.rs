@@ -20,7 +20,7 @@ use provider::pb::greeter_service_client::GreeterServiceClient;
 use crate::cluster::{Cluster, Ep, create, namespace_name, slice};
 use crate::propagation::discovery_config;
 use crate::report::{Section, f};
-use crate::util::{Placement, Summary, cpu_busy, cpu_jiffies, median, start_provider};
+use crate::util::{Placement, Summary, cpu_busy, cpu_jiffies, median};
 
 /// How long and how often.
 #[derive(Clone, Debug)]
@@ -142,20 +142,10 @@ async fn measure(
     if !cluster.local {
         return Err("the call benchmark needs the local API server (its providers are on loopback)".into());
     }
-    let mut providers = Vec::new();
-    let mut ports = Vec::new();
-    for i in 0..3 {
-        let (helper, port) = start_provider(placement.command(provider_bin), &format!("bench-p{i}"), &[]).await?;
-        providers.push(helper);
-        ports.push(port);
-    }
     let ns = namespace_name("calls");
-    cluster.create_namespace(&ns).await?;
+    let (providers, ports) =
+        cluster.three_providers(&ns, "greeter-bench", "bench", || placement.command(provider_bin)).await?;
     let api = cluster.slices(&ns);
-    for (i, port) in ports.iter().enumerate() {
-        let ep = Ep::of_pod("127.0.0.1".into(), format!("bench-p{i}"));
-        create(&api, &slice(&ns, &format!("greeter-bench-{i}"), "greeter-bench", *port, &[ep])?).await?;
-    }
     let service = ServiceRef::new(provider::INTERFACE).with_version("1.0.0");
     let cfg = discovery_config(cluster, &ns, &format!("{}:1.0.0", provider::INTERFACE), "greeter-bench");
     let hub = Discovery::with_client(&cfg, Metrics::default(), cluster.client.clone())

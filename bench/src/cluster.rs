@@ -3,6 +3,7 @@
 //! through the real kube client over HTTP, and the benchmarks clean up their own namespaces.
 
 use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -10,7 +11,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::{Value, json};
 
-use crate::util::{Helper, Placement, free_port, wait_tcp};
+use crate::util::{Helper, Placement, free_port, start_provider, wait_tcp};
 
 /// Label the benchmarks put on what they write, so a real endpointslice controller leaves it alone
 /// (it only manages slices labelled as its own).
@@ -104,6 +105,32 @@ impl Cluster {
 
     pub fn slices(&self, namespace: &str) -> Api<EndpointSlice> {
         Api::namespaced(self.client.clone(), namespace)
+    }
+
+    /// Three provider processes on loopback, `{instance}-p0..2`, each started by `command()`, and a fresh
+    /// namespace `ns` where each is the one endpoint of its own slice `{service}-{i}` of Service
+    /// `service`. The helpers (keep them alive while the providers are needed) and their Triple ports.
+    pub async fn three_providers(
+        &self,
+        ns: &str,
+        service: &str,
+        instance: &str,
+        mut command: impl FnMut() -> Command,
+    ) -> Result<(Vec<Helper>, Vec<u16>), String> {
+        let mut providers = Vec::new();
+        let mut ports = Vec::new();
+        for i in 0..3 {
+            let (helper, port) = start_provider(command(), &format!("{instance}-p{i}"), &[]).await?;
+            providers.push(helper);
+            ports.push(port);
+        }
+        self.create_namespace(ns).await?;
+        let api = self.slices(ns);
+        for (i, port) in ports.iter().enumerate() {
+            let ep = Ep::of_pod("127.0.0.1".into(), format!("{instance}-p{i}"));
+            create(&api, &slice(ns, &format!("{service}-{i}"), service, *port, &[ep])?).await?;
+        }
+        Ok((providers, ports))
     }
 }
 

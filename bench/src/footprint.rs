@@ -5,9 +5,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::cluster::{Cluster, Ep, create, namespace_name, slice};
+use crate::cluster::{Cluster, namespace_name};
 use crate::report::{Section, f};
-use crate::util::{Helper, Summary, file_size, free_port, mib, rss_kib, start_provider};
+use crate::util::{Helper, Summary, file_size, free_port, mib, rss_kib};
 
 pub struct Bins<'a> {
     pub provider: &'a Path,
@@ -98,20 +98,9 @@ pub async fn run(cluster: &Cluster, bins: &Bins<'_>, starts: usize) -> Section {
 
 async fn processes(cluster: &Cluster, bins: &Bins<'_>, starts: usize, section: &mut Section) -> Result<(), String> {
     let url = cluster.server_url.clone().ok_or("the footprint benchmark runs against the local API server")?;
-    let mut providers = Vec::new();
-    let mut ports = Vec::new();
-    for i in 0..3 {
-        let (helper, port) = start_provider(Command::new(bins.provider), &format!("foot-p{i}"), &[]).await?;
-        providers.push(helper);
-        ports.push(port);
-    }
     let ns = namespace_name("footprint");
-    cluster.create_namespace(&ns).await?;
-    let api = cluster.slices(&ns);
-    for (i, port) in ports.iter().enumerate() {
-        let ep = Ep::of_pod("127.0.0.1".into(), format!("foot-p{i}"));
-        create(&api, &slice(&ns, &format!("greeter-service-{i}"), "greeter-service", *port, &[ep])?).await?;
-    }
+    let (providers, ports) =
+        cluster.three_providers(&ns, "greeter-service", "foot", || Command::new(bins.provider)).await?;
     let consumer_env = |cmd: &mut Command| {
         cmd.env("DISCOVERY_MODE", "api")
             .env("DISCOVERY_API_SERVER", &url)
