@@ -43,6 +43,7 @@ mod service;
 mod source;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+mod wait;
 
 pub use config::{ConfigError, DiscoveryConfig, IpFamily, Mode};
 pub use hub::{Discovery, Error, Result, ZONE_LABEL};

@@ -17,6 +17,7 @@ use crate::model::{Endpoint, EndpointSet, Freshness, Source, Target};
 use crate::publish::{Follower, Meta};
 use crate::source::api::SliceWatch;
 use crate::source::dns::service_fqdn;
+use crate::wait;
 
 /// One target's set; its tasks stop when the last handle goes.
 #[derive(Debug)]
@@ -226,24 +227,9 @@ async fn run_api(parts: ApiParts, mut out: Follower) {
         };
         tokio::select! {
             r = view.changed() => if r.is_err() { return },
-            r = async {
-                match dns.as_mut() {
-                    Some((rx, _)) => rx.changed().await,
-                    None => std::future::pending().await,
-                }
-            } => if r.is_err() { dns = None },
-            r = async {
-                match index_rx.as_mut() {
-                    Some(rx) => rx.changed().await,
-                    None => std::future::pending().await,
-                }
-            } => if r.is_err() { index_rx = None },
-            () = async {
-                match wake {
-                    Some(at) => tokio::time::sleep_until(at.into()).await,
-                    None => std::future::pending().await,
-                }
-            } => {}
+            r = wait::changed(dns.as_mut().map(|(rx, _)| rx)) => if r.is_err() { dns = None },
+            r = wait::changed(index_rx.as_mut()) => if r.is_err() { index_rx = None },
+            () = wait::sleep_until(wake) => {}
             () = out.publisher.closed() => {
                 if let Some((_, task)) = dns.take() { task.abort(); }
                 return;

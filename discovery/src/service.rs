@@ -14,6 +14,7 @@ use crate::mapping::{Mapper, MappingRule};
 use crate::model::{EndpointSet, ServiceRef, Target, Update};
 use crate::publish::{Follower, Meta, Publisher};
 use crate::resolution::Resolution;
+use crate::wait;
 
 /// Where a service is bound now.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -289,18 +290,8 @@ impl Follow {
                     Err(_) => index_open = false,
                 },
                 r = bound_rx.changed() => if r.is_err() { return },
-                r = async {
-                    match switch.as_mut() {
-                        Some(s) => s.rx.changed().await,
-                        None => std::future::pending().await,
-                    }
-                } => if r.is_err() { switch = None },
-                () = async {
-                    match deadline {
-                        Some(d) => tokio::time::sleep_until(d.into()).await,
-                        None => std::future::pending().await,
-                    }
-                } => {}
+                r = wait::changed(switch.as_mut().map(|s| &mut s.rx)) => if r.is_err() { switch = None },
+                () = wait::sleep_until(deadline) => {}
                 () = out.publisher.closed() => return,
             }
         }
