@@ -16,7 +16,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::config::{DiscoveryConfig, IpFamily, Mode};
 use crate::failover::Policy;
-use crate::listwatch::Timings;
+use crate::listwatch::{ProbeFailure, Timings};
 use crate::mapping::services::ServiceIndex;
 use crate::mapping::{Mapper, MappingError, MappingRule};
 use crate::metrics::Metrics;
@@ -82,7 +82,7 @@ pub(crate) struct HubInner {
 /// error status, or a 403 where the path is not public) means the server answers; only silence or a
 /// transport error means it does not. Publishes since when it has not answered.
 struct Probe {
-    rx: tokio::sync::watch::Receiver<Option<std::time::Instant>>,
+    rx: tokio::sync::watch::Receiver<Option<ProbeFailure>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -113,15 +113,15 @@ impl Probe {
                     }
                     Err(_) => false,
                 };
-                tx.send_if_modified(|since| match (answered, *since) {
+                tx.send_if_modified(|failure| match (answered, *failure) {
                     (true, Some(_)) => {
                         info!("the API server answers its probe again");
-                        *since = None;
+                        *failure = None;
                         true
                     }
                     (false, None) => {
                         warn!(?timeout, "the API server does not answer its probe (GET /readyz); ending the watches");
-                        *since = Some(sent);
+                        *failure = Some(ProbeFailure { since: sent, noticed: std::time::Instant::now() });
                         true
                     }
                     _ => false,

@@ -45,8 +45,17 @@ pub(crate) struct Timings {
     pub page_size: u32,
     /// Retry pacing.
     pub backoff: BackoffConfig,
-    /// The hub's probe: since when the API server has not answered (`None`: it answers).
-    pub probe: Option<watch::Receiver<Option<Instant>>>,
+    /// The hub's probe: the API server's current failure to answer (`None`: it answers).
+    pub probe: Option<watch::Receiver<Option<ProbeFailure>>>,
+}
+
+/// The hub's probe found the API server not answering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ProbeFailure {
+    /// When the unanswered probe was sent: the failure dates from here.
+    pub since: Instant,
+    /// When the probe gave up on it.
+    pub noticed: Instant,
 }
 
 /// What the loop tells its owner.
@@ -216,7 +225,7 @@ where
                     Ok(next) => next,
                     Err(_) => return End::Idle { since: *last_data },
                 },
-                Some(since) = probe_failing(&mut probe) => {
+                Some(since) = probe_failing(&mut probe, *last_data) => {
                     self.metrics.watch_restart(&self.what, "probe");
                     return End::Failed {
                         since,
@@ -275,13 +284,19 @@ where
     }
 }
 
-/// Completes with the instant the API server stopped answering, once the hub's probe says so
-/// (never, without a probe).
-async fn probe_failing(probe: &mut Option<watch::Receiver<Option<Instant>>>) -> Option<Instant> {
+/// Completes with the instant the API server stopped answering, once the hub's probe says so and
+/// noticed it after `answered` (the last data this loop got). After an outage the probe keeps saying
+/// "failing" until its next tick; that verdict predates the list that just succeeded and must not end
+/// the watch the list opened (it would date the fresh set back to the outage and send failover back
+/// to DNS). Never, without a probe.
+async fn probe_failing(
+    probe: &mut Option<watch::Receiver<Option<ProbeFailure>>>,
+    answered: Instant,
+) -> Option<Instant> {
     let Some(rx) = probe.as_mut() else { return std::future::pending().await };
-    let since = rx.wait_for(Option::is_some).await.map(|since| *since);
-    match since {
-        Ok(since) => since,
+    let failure = rx.wait_for(|f| f.is_some_and(|f| f.noticed >= answered)).await.map(|f| *f);
+    match failure {
+        Ok(failure) => failure.map(|f| f.since),
         Err(_) => {
             *probe = None;
             std::future::pending().await

@@ -306,3 +306,40 @@ async fn a_frozen_api_server_is_noticed_by_the_probe_not_the_idle_timeout() {
     wait_for(&d, 10, "api again", |s| s.source == Source::Api && !s.is_stale()).await;
     eprintln!("frozen API: stale after {noticed:?}; back on the API {:?} after the thaw", thawed_at.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probes_old_verdict_does_not_undo_a_list_that_succeeded_after_it() {
+    // Seen in CI: the API came back, the list succeeded and the watch it opened was ended at once
+    // because the probe (next tick seconds away) still said "failing since the outage began"; the
+    // fresh set was dated back to the outage and failover went back to DNS until the probe's tick.
+    init_tracing();
+    let api = FakeApiServer::start().await.expect("api");
+    let dns = FakeDns::start(DOMAIN).await.expect("dns");
+    dns.set_headless_service(FQDN, Some("tri"), 50051, &[ip("10.244.1.1")], 1);
+    apply(&api, "greeter-service-a", "greeter-service", &pods("greeter", 1, 3));
+    api.stop();
+    let mut cfg = api_config(&api, &dns);
+    cfg.api.probe_interval = Duration::from_secs(8); // its first tick (at start) fails; the next is far off
+    cfg.api.max_stale = Duration::from_millis(500);
+    let d = start(&cfg, greeter(), Metrics::default()).await.expect("start");
+    wait_for(&d, 10, "dns fallback", |s| s.source == Source::Dns).await;
+
+    api.restart().await.expect("restart");
+    let back = wait_for(&d, 5, "back on the API", |s| s.source == Source::Api && s.freshness == Freshness::Live).await;
+    // Everything published for the next 3 s (well before the probe's next tick) stays live on the API.
+    let mut rx = d.watch();
+    rx.borrow_and_update();
+    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+    let mut seen = Vec::new();
+    while let Ok(Ok(())) = tokio::time::timeout_at(until, rx.changed()).await {
+        let s = rx.borrow_and_update().clone();
+        seen.push((s.version, s.source, s.freshness));
+    }
+    let now = d.current();
+    assert_eq!((now.source, now.freshness, now.len()), (Source::Api, Freshness::Live, 3), "published since: {seen:?}");
+    assert!(
+        seen.iter().all(|(_, source, freshness)| *source == Source::Api && *freshness == Freshness::Live),
+        "the set left the live API after version {}: {seen:?}",
+        back.version
+    );
+}
