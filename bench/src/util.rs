@@ -56,16 +56,22 @@ pub fn own_rss_kib() -> Option<u64> {
     rss_kib(std::process::id())
 }
 
-/// CPU time this process's threads have run, in nanoseconds (Linux schedstat: nanosecond
-/// resolution, unlike the 10 ms ticks of /proc/self/stat). `None` where it is not available.
+/// CPU time this process has used, in nanoseconds, threads that have exited included
+/// (`CLOCK_PROCESS_CPUTIME_ID`: nanosecond resolution, unlike the 10 ms ticks of /proc/self/stat).
+/// Summing `/proc/self/task/*/schedstat` instead races with threads that exit while it reads (seen
+/// in CI) and forgets their time. `None` where there is no such clock.
 pub fn own_cpu_ns() -> Option<u64> {
-    let mut total = 0u64;
-    for task in std::fs::read_dir("/proc/self/task").ok()? {
-        let path = task.ok()?.path().join("schedstat");
-        let text = std::fs::read_to_string(path).ok()?;
-        total += text.split_whitespace().next()?.parse::<u64>().ok()?;
+    #[cfg(unix)]
+    {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+        let secs = u64::try_from(t.tv_sec).ok()?;
+        let nanos = u64::try_from(t.tv_nsec).ok()?;
+        secs.checked_mul(1_000_000_000)?.checked_add(nanos)
     }
-    Some(total)
+    #[cfg(not(unix))]
+    {
+        None
+    }
 }
 
 /// Per-CPU (busy, total) jiffies from /proc/stat (Linux); empty elsewhere.
@@ -281,13 +287,20 @@ mod tests {
     fn reads_own_process_facts() {
         if cfg!(target_os = "linux") {
             assert!(own_rss_kib().is_some_and(|k| k > 0));
-            let a = own_cpu_ns().expect("schedstat");
-            let mut x = 0u64;
-            for i in 0..2_000_000u64 {
-                x = x.wrapping_mul(31).wrapping_add(i);
-            }
-            std::hint::black_box(x);
-            assert!(own_cpu_ns().expect("schedstat") > a, "CPU time grows with work");
+        }
+        if cfg!(unix) {
+            let a = own_cpu_ns().expect("process CPU clock");
+            // Work on a thread that ends before the second reading: its time must still count.
+            let worker = std::thread::spawn(|| {
+                let mut x = 0u64;
+                for i in 0..2_000_000u64 {
+                    x = x.wrapping_mul(31).wrapping_add(i);
+                }
+                std::hint::black_box(x)
+            });
+            worker.join().expect("worker");
+            let b = own_cpu_ns().expect("process CPU clock");
+            assert!(b > a, "CPU time of an exited thread counts: {a} -> {b}");
         }
     }
 }
