@@ -177,7 +177,12 @@ pub(crate) fn parse_grpc_timeout(v: &str) -> Option<Duration> {
     })
 }
 
-/// Formats a `grpc-timeout` value (at most 8 digits, rounded up to milliseconds).
+/// `grpc-timeout` is sent in whole milliseconds, rounded down (never more time than is left), so a
+/// provider's deadline may fall up to this much before the caller's.
+pub(crate) const GRPC_TIMEOUT_RESOLUTION: Duration = Duration::from_millis(1);
+
+/// Formats a `grpc-timeout` value: whole milliseconds rounded down (at least 1), or whole seconds
+/// once milliseconds would need more than 8 digits.
 pub(crate) fn format_grpc_timeout(d: Duration) -> String {
     let ms = d.as_millis().max(1);
     if ms < 100_000_000 { format!("{ms}m") } else { format!("{}S", d.as_secs().min(99_999_999)) }

@@ -599,8 +599,23 @@ impl Shared {
                     return Err(Box::new(tonic::Status::deadline_exceeded(msg)));
                 }
                 Ok(Ok(response)) => {
-                    // A trailers-only UNAVAILABLE: the provider did not process the call.
                     let status = call::grpc_status(response.headers());
+                    if status == Some(tonic::Code::Cancelled)
+                        && tokio::time::Instant::now() + call::GRPC_TIMEOUT_RESOLUTION >= deadline
+                    {
+                        // The provider gave up at the deadline it was sent (a tonic server answers
+                        // CANCELLED "Timeout expired") a moment before our own timer fired: the
+                        // caller's deadline it is, as grpc-java reports a cancel after the deadline.
+                        drop(guard);
+                        self.call_ended(Err(Cause::Deadline));
+                        let msg = format!(
+                            "deadline of {timeout:?} exceeded calling {} at {} (attempt {attempt}; the provider \
+                             cancelled the call at the deadline)",
+                            self.key, member.key
+                        );
+                        return Err(Box::new(tonic::Status::deadline_exceeded(msg)));
+                    }
+                    // A trailers-only UNAVAILABLE: the provider did not process the call.
                     if status == Some(tonic::Code::Unavailable) && body.replayable() && attempt < attempts {
                         (Cause::Unavailable, format!("{} at {} answered UNAVAILABLE", self.key, member.key))
                     } else {
