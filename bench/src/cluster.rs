@@ -208,9 +208,8 @@ pub fn namespace_name(what: &str) -> String {
 
 /// `dubbo-k8s-bench serve-api`: the in-process test API server, until killed.
 pub async fn serve(listen: std::net::SocketAddr) -> Result<(), String> {
-    let server = discovery::testkit::FakeApiServer::start_on(listen)
-        .await
-        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let server =
+        testkit::FakeApiServer::start_on(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let _keep = server;
     std::future::pending::<()>().await;
     Ok(())

@@ -5,8 +5,8 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use discovery::testkit::FakeDns;
 use discovery::{Discovery, DiscoveryConfig, EndpointKey, Metrics, Mode, ServiceRef};
+use testkit::FakeDns;
 
 use crate::report::{Section, f};
 use crate::util::Summary;

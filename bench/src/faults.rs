@@ -17,12 +17,12 @@ use std::time::{Duration, Instant};
 
 use discovery::client::{Balanced, ClientOptions};
 use discovery::config::BackoffConfig;
-use discovery::testkit::{
-    Behaviour, FakeApiServer, FakeDns, Misbehaviour, PodEndpoint, RecordType, endpoint_slice, service_object,
-};
 use discovery::{Discovery, DiscoveryConfig, Freshness, Metrics, Mode, ServiceRef, Source};
 use provider::pb::HelloRequest;
 use provider::pb::greeter_service_client::GreeterServiceClient;
+use testkit::{
+    Behaviour, FakeApiServer, FakeDns, Misbehaviour, PodEndpoint, RecordType, endpoint_slice, service_object,
+};
 
 use crate::report::{Section, f};
 use crate::util::{Helper, Summary, start_provider};

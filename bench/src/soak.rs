@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use discovery::testkit::{FakeApiServer, PodEndpoint, endpoint_slice};
+use testkit::{FakeApiServer, PodEndpoint, endpoint_slice};
 
 use crate::report::Section;
 use crate::util::{Helper, free_port, mib, rss_kib, start_provider, wait_tcp};

@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 use consumer::{Greeter, Stats};
 use discovery::client::{Balanced, ClientOptions, ZoneMode};
 use discovery::config::{BackoffConfig, Host, StaticEndpoint};
-use discovery::testkit::{FakeApiServer, FakeDns, PodEndpoint, endpoint_slice, service_object};
 use discovery::{Discovery, DiscoveryConfig, Metrics, Mode, ServiceRef, ServiceWatch};
 use futures::{Stream, StreamExt};
 use provider::pb::greeter_service_client::GreeterServiceClient;
 use provider::pb::greeter_service_server::{GreeterService, GreeterServiceServer};
 use provider::pb::{HelloReply, HelloRequest, HelloStreamRequest, Instance};
+use testkit::{FakeApiServer, FakeDns, PodEndpoint, endpoint_slice, service_object};
 use tokio_stream::wrappers::TcpListenerStream;
 
 /// How a scripted server answers `SayHello`.
@@ -546,7 +546,7 @@ async fn an_empty_set_and_a_cold_start_fail_with_a_clear_error() {
     cfg.api.server = Some(api.url());
     cfg.dns.server = Some(dns.addr());
     cfg.api.failover = false;
-    api.set_misbehaviour(discovery::testkit::Misbehaviour::Silent); // no answer at all
+    api.set_misbehaviour(testkit::Misbehaviour::Silent); // no answer at all
     let hub = Discovery::new(&cfg, Metrics::default()).await.expect("hub");
     let balanced =
         Balanced::new(&hub, greeter(), ClientOptions { default_deadline: Duration::from_millis(300), ..options() })

@@ -8,9 +8,9 @@ use consumer::config::ClientKind;
 use consumer::{ConsumerConfig, Stats};
 
 use discovery::config::BackoffConfig;
-use discovery::testkit::{FakeApiServer, FakeDns, PodEndpoint, endpoint_slice};
 use discovery::{DiscoveryConfig, Mode, ServiceRef};
 use provider::{Provider, ProviderConfig};
+use testkit::{FakeApiServer, FakeDns, PodEndpoint, endpoint_slice};
 
 async fn provider(name: &str) -> Provider {
     Provider::start(ProviderConfig {

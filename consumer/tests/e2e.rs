@@ -11,9 +11,9 @@ use consumer::{Greeter, Stats};
 use discovery::client::{Balanced, ClientOptions};
 use discovery::config::BackoffConfig;
 use discovery::config::{Host, StaticEndpoint};
-use discovery::testkit::{FakeApiServer, FakeDns, PodEndpoint, endpoint_slice};
 use discovery::{Discovery, DiscoveryConfig, Metrics, Mode, ServiceRef, ServiceWatch};
 use provider::{Provider, ProviderConfig};
+use testkit::{FakeApiServer, FakeDns, PodEndpoint, endpoint_slice};
 
 const NS: &str = "demo";
 const SVC: &str = "greeter-service";

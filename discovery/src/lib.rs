@@ -15,7 +15,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use discovery::{Discovery, DiscoveryConfig, Metrics, ServiceRef};
+//! use dubbo_k8s_discovery::{Discovery, DiscoveryConfig, Metrics, ServiceRef};
 //! let cfg = DiscoveryConfig::from_env()?;
 //! let hub = Discovery::new(&cfg, Metrics::default()).await?;
 //! let greeter = hub.service(ServiceRef::new("org.apache.dubbo.demo.GreeterService").with_version("1.0.0")).await?;
@@ -41,8 +41,6 @@ mod rbac;
 mod resolution;
 mod service;
 mod source;
-#[cfg(feature = "testkit")]
-pub mod testkit;
 mod wait;
 
 pub use config::{ConfigError, DiscoveryConfig, IpFamily, Mode};

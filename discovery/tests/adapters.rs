@@ -4,10 +4,10 @@ mod support;
 
 use std::time::Duration;
 
-use discovery::testkit::{FakeApiServer, FakeDns, PodEndpoint};
-use discovery::{Metrics, ServiceRef};
+use dubbo_k8s_discovery::{Metrics, ServiceRef};
 use futures::StreamExt;
 use support::*;
+use testkit::{FakeApiServer, FakeDns, PodEndpoint};
 use tower::discover::Change;
 
 fn greeter() -> ServiceRef {
@@ -25,7 +25,7 @@ async fn tower_changes_follow_the_routable_set() {
     let d = start(&api_config(&api, &dns), greeter(), Metrics::default()).await.expect("start");
     wait_for(&d, 10, "two", |s| s.len() == 2).await;
 
-    let mut changes = Box::pin(discovery::adapter::tower::changes(d.updates()));
+    let mut changes = Box::pin(dubbo_k8s_discovery::adapter::tower::changes(d.updates()));
     let mut next = async || -> String {
         match tokio::time::timeout(Duration::from_secs(10), changes.next()).await {
             Ok(Some(Ok(Change::Insert(k, _)))) => format!("+{k}"),
@@ -54,17 +54,17 @@ async fn tower_changes_follow_the_routable_set() {
 #[cfg(feature = "dubbo")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dubbo_registry_subscription_lists_provider_urls() {
-    use discovery::adapter::dubbo::KubernetesRegistry;
     use dubbo::extension::registry_extension::{Registry, ServiceChange};
+    use dubbo_k8s_discovery::adapter::dubbo::KubernetesRegistry;
 
     init_tracing();
     let api = FakeApiServer::start().await.expect("api");
     let dns = FakeDns::start(DOMAIN).await.expect("dns");
     apply(&api, "s1", "greeter-service-v1", &[PodEndpoint::ready("10.1.0.1", "a")]);
     let mut cfg = api_config(&api, &dns);
-    cfg.template = discovery::mapping::Template::parse("{simple}-v{major}").expect("template");
+    cfg.template = dubbo_k8s_discovery::mapping::Template::parse("{simple}-v{major}").expect("template");
     cfg.namespace = "elsewhere".into();
-    let hub = discovery::Discovery::new(&cfg, Metrics::default()).await.expect("hub");
+    let hub = dubbo_k8s_discovery::Discovery::new(&cfg, Metrics::default()).await.expect("hub");
     let registry = KubernetesRegistry::new("kubernetes://demo?version=1.0.0".parse().expect("url"), hub);
     let url =
         "consumer://127.0.0.1:8888/org.apache.dubbo.demo.GreeterService?interface=org.apache.dubbo.demo.GreeterService"

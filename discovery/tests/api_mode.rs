@@ -4,9 +4,9 @@ mod support;
 
 use std::time::Duration;
 
-use discovery::testkit::{FakeApiServer, FakeDns, PodEndpoint, service_object};
-use discovery::{Error, Freshness, Metrics, PortSpec, ServiceRef, Source};
+use dubbo_k8s_discovery::{Error, Freshness, Metrics, PortSpec, ServiceRef, Source};
 use support::*;
+use testkit::{FakeApiServer, FakeDns, PodEndpoint, service_object};
 
 fn greeter() -> ServiceRef {
     ServiceRef::new("org.apache.dubbo.demo.GreeterService").with_version("1.0.0")
@@ -177,14 +177,14 @@ async fn annotations_choose_the_service_and_its_port() {
     );
     api.apply_slice(
         NS,
-        discovery::testkit::endpoint_slice("greeter-v2-x", "greeter-v2", "IPv4", &[("grpc", 7000)], &pods("v2", 2, 2)),
+        testkit::endpoint_slice("greeter-v2-x", "greeter-v2", "IPv4", &[("grpc", 7000)], &pods("v2", 2, 2)),
     );
     apply(&api, "greeter-v1-x", "greeter-v1", &pods("v1", 1, 1));
     let v2 = greeter().with_version("2.0.0");
     let d = start(&api_config(&api, &dns), v2, Metrics::default()).await.expect("start");
     assert_eq!(d.target().service, "greeter-v2");
     assert_eq!(d.target().port, PortSpec::Name("grpc".into()));
-    assert_eq!(d.rule(), discovery::MappingRule::Annotation);
+    assert_eq!(d.rule(), dubbo_k8s_discovery::MappingRule::Annotation);
     let s = wait_for(&d, 10, "v2 endpoints", |s| s.len() == 2).await;
     assert!(s.iter().all(|e| e.addr.port() == 7000));
 }
@@ -244,7 +244,7 @@ async fn slices_written_over_http_by_a_kube_client_are_seen() {
 
     let client = kube::Client::try_from(kube::Config::new(api.url().parse().expect("uri"))).expect("client");
     let slices: Api<EndpointSlice> = Api::namespaced(client, NS);
-    let obj: EndpointSlice = serde_json::from_value(discovery::testkit::endpoint_slice(
+    let obj: EndpointSlice = serde_json::from_value(testkit::endpoint_slice(
         "written",
         "greeter-service",
         "IPv4",
@@ -281,7 +281,7 @@ async fn writes_over_http_follow_the_api_servers_rules() {
 
     let slices: Api<EndpointSlice> = Api::namespaced(client, NS);
     let slice = |n: u8| -> EndpointSlice {
-        serde_json::from_value(discovery::testkit::endpoint_slice(
+        serde_json::from_value(testkit::endpoint_slice(
             "written",
             "greeter-service",
             "IPv4",

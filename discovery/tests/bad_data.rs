@@ -6,10 +6,10 @@ mod support;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use discovery::testkit::{FakeApiServer, FakeDns, PodEndpoint, endpoint_slice, service_object};
-use discovery::{Metrics, ServiceRef};
+use dubbo_k8s_discovery::{Metrics, ServiceRef};
 use serde_json::json;
 use support::*;
+use testkit::{FakeApiServer, FakeDns, PodEndpoint, endpoint_slice, service_object};
 
 fn greeter() -> ServiceRef {
     ServiceRef::new("org.apache.dubbo.demo.GreeterService").with_version("1.0.0")
@@ -216,7 +216,7 @@ async fn garbage_from_dns_keeps_the_last_good_answer_or_what_is_usable() {
     wait_for(&d, 20, "400 targets again", |s| s.len() == 400).await;
 
     // Garbage afterwards (SERVFAIL): the last good answer stays.
-    dns.set_behaviour(discovery::testkit::Behaviour::ServFail);
+    dns.set_behaviour(testkit::Behaviour::ServFail);
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(d.current().len(), 400, "a failing server does not empty the set");
 }

@@ -5,9 +5,9 @@ mod support;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use discovery::testkit::{Behaviour, FakeDns, RecordType};
-use discovery::{Freshness, Metrics, PortSpec, ServiceRef, Source};
+use dubbo_k8s_discovery::{Freshness, Metrics, PortSpec, ServiceRef, Source};
 use support::*;
+use testkit::{Behaviour, FakeDns, RecordType};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("ip")

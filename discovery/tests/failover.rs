@@ -6,9 +6,9 @@ mod support;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use discovery::testkit::{Behaviour, FakeApiServer, FakeDns, Misbehaviour, PodEndpoint, service_object};
-use discovery::{Freshness, Metrics, ServiceRef, Source};
+use dubbo_k8s_discovery::{Freshness, Metrics, ServiceRef, Source};
 use support::*;
+use testkit::{Behaviour, FakeApiServer, FakeDns, Misbehaviour, PodEndpoint, service_object};
 
 fn greeter() -> ServiceRef {
     ServiceRef::new("org.apache.dubbo.demo.GreeterService")
@@ -20,7 +20,7 @@ fn ip(s: &str) -> IpAddr {
     s.parse().expect("ip")
 }
 
-fn stale_since(s: &discovery::EndpointSet) -> Option<Instant> {
+fn stale_since(s: &dubbo_k8s_discovery::EndpointSet) -> Option<Instant> {
     match s.freshness {
         Freshness::Stale { since } => Some(since),
         Freshness::Live => None,

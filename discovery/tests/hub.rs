@@ -6,9 +6,9 @@ mod support;
 
 use std::time::Duration;
 
-use discovery::testkit::{FakeApiServer, FakeDns, Misbehaviour, service_object};
-use discovery::{Discovery, Error, MappingRule, Metrics, ServiceRef, Source};
+use dubbo_k8s_discovery::{Discovery, Error, MappingRule, Metrics, ServiceRef, Source};
 use support::*;
+use testkit::{FakeApiServer, FakeDns, Misbehaviour, service_object};
 
 fn greeter(version: &str) -> ServiceRef {
     ServiceRef::new("org.apache.dubbo.demo.GreeterService").with_version(version)
@@ -88,7 +88,7 @@ async fn moving_the_annotation_retargets_a_running_subscriber() {
     // Subscribers get the move as deltas, not a reset.
     let u = tokio::time::timeout(Duration::from_secs(5), updates.next()).await.expect("in time").expect("open");
     match u {
-        discovery::Update::Apply { deltas, set } => {
+        dubbo_k8s_discovery::Update::Apply { deltas, set } => {
             assert_eq!(set.len(), 3);
             let (added, removed): (usize, usize) =
                 deltas.iter().fold((0, 0), |(a, r), d| (a + d.added.len(), r + d.removed.len()));
@@ -162,7 +162,7 @@ async fn exact_beats_wildcard_and_ties_and_bad_ports_are_warnings() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(metrics.mapping_warnings("tie"), 1);
     assert_eq!(metrics.mapping_warnings("invalid_port"), 1, "the bad port annotation is reported");
-    assert_eq!(d.target().port, discovery::PortSpec::Name("tri".into()), "...and the default port used");
+    assert_eq!(d.target().port, dubbo_k8s_discovery::PortSpec::Name("tri".into()), "...and the default port used");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -170,8 +170,9 @@ async fn rbac_is_checked_in_the_namespace_an_explicit_mapping_points_to() {
     let (api, dns) = servers().await;
     api.deny_in("payments", "watch", "endpointslices");
     let mut cfg = api_config(&api, &dns);
-    cfg.mappings = discovery::mapping::parse_mappings("org.apache.dubbo.demo.GreeterService:1.0.0=payments/greeter")
-        .expect("mapping");
+    cfg.mappings =
+        dubbo_k8s_discovery::mapping::parse_mappings("org.apache.dubbo.demo.GreeterService:1.0.0=payments/greeter")
+            .expect("mapping");
     let hub = Discovery::new(&cfg, Metrics::default()).await.expect("the default namespace is allowed");
     let err = hub.service(greeter("1.0.0")).await.expect_err("denied in payments");
     assert!(matches!(&err, Error::Forbidden { namespace, .. } if namespace == "payments"), "{err}");

@@ -8,7 +8,7 @@
 
 mod support;
 
-use discovery::{Discovery, DiscoveryConfig, MappingRule, Metrics, Mode, ServiceRef};
+use dubbo_k8s_discovery::{Discovery, DiscoveryConfig, MappingRule, Metrics, Mode, ServiceRef};
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, PostParams};

@@ -4,9 +4,9 @@
 
 mod support;
 
-use discovery::testkit::{FakeApiServer, FakeDns, PodEndpoint, service_object};
-use discovery::{Error, Metrics, ServiceRef};
+use dubbo_k8s_discovery::{Error, Metrics, ServiceRef};
 use support::*;
+use testkit::{FakeApiServer, FakeDns, PodEndpoint, service_object};
 
 const SHIPPED: &[(&str, &str, &[&str])] =
     &[("discovery.k8s.io", "endpointslices", &["list", "watch"]), ("", "services", &["list", "watch"])];

@@ -7,9 +7,9 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use discovery::testkit::{FakeApiServer, FakeDns, PodEndpoint, endpoint_slice};
-use discovery::{Conditions, Metrics, ServiceRef};
+use dubbo_k8s_discovery::{Conditions, Metrics, ServiceRef};
 use support::*;
+use testkit::{FakeApiServer, FakeDns, PodEndpoint, endpoint_slice};
 
 const SLICES: usize = 1000;
 const PER_SLICE: usize = 100;

@@ -5,9 +5,9 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), dubbo::StdError> {
-//! let cfg = discovery::DiscoveryConfig::from_env()?;
-//! let hub = discovery::Discovery::new(&cfg, discovery::Metrics::default()).await?;
-//! discovery::adapter::dubbo::install(hub).await?;
+//! let cfg = dubbo_k8s_discovery::DiscoveryConfig::from_env()?;
+//! let hub = dubbo_k8s_discovery::Discovery::new(&cfg, dubbo_k8s_discovery::Metrics::default()).await?;
+//! dubbo_k8s_discovery::adapter::dubbo::install(hub).await?;
 //! let url = "kubernetes://demo?version=1.0.0".parse()?;
 //! let builder = dubbo::codegen::ClientBuilder::new().with_registry(url);
 //! # let _ = builder; Ok(()) }
@@ -148,10 +148,9 @@ impl Extension for KubernetesRegistry {
     async fn create(url: Url) -> Result<Self::Target, StdError> {
         // dubbo hands over `extension://…?registry=kubernetes://…`; the registry URL is a parameter.
         let registry_url = url.query::<RegistryUrl>().map(|r| r.value()).unwrap_or(url);
-        let hub = HUB
-            .get()
-            .cloned()
-            .ok_or("the kubernetes registry is not installed: call discovery::adapter::dubbo::install(hub) first")?;
+        let hub = HUB.get().cloned().ok_or(
+            "the kubernetes registry is not installed: call dubbo_k8s_discovery::adapter::dubbo::install(hub) first",
+        )?;
         info!(registry = %registry_url, "kubernetes registry created");
         Ok(Box::new(KubernetesRegistry::new(registry_url, hub)))
     }

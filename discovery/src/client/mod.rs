@@ -3,8 +3,8 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use discovery::client::{Balanced, ClientOptions};
-//! use discovery::{Discovery, DiscoveryConfig, Metrics, ServiceRef};
+//! use dubbo_k8s_discovery::client::{Balanced, ClientOptions};
+//! use dubbo_k8s_discovery::{Discovery, DiscoveryConfig, Metrics, ServiceRef};
 //! let hub = Discovery::new(&DiscoveryConfig::from_env()?, Metrics::default()).await?;
 //! let greeter = ServiceRef::new("org.apache.dubbo.demo.GreeterService").with_version("1.0.0");
 //! let channel = Balanced::new(&hub, greeter, ClientOptions::from_env()?).await?;

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use discovery::config::BackoffConfig;
-use discovery::testkit::{FakeApiServer, FakeDns, PodEndpoint, endpoint_slice};
-use discovery::{Discovery, DiscoveryConfig, EndpointSet, Metrics, Mode, ServiceRef, ServiceWatch};
+use dubbo_k8s_discovery::config::BackoffConfig;
+use dubbo_k8s_discovery::{Discovery, DiscoveryConfig, EndpointSet, Metrics, Mode, ServiceRef, ServiceWatch};
+use testkit::{FakeApiServer, FakeDns, PodEndpoint, endpoint_slice};
 
 pub const NS: &str = "demo";
 pub const DOMAIN: &str = "cluster.local";
@@ -47,7 +47,11 @@ pub fn dns_config(dns: &FakeDns) -> DiscoveryConfig {
 }
 
 /// A hub for `cfg` and the watch of `service` through it.
-pub async fn start(cfg: &DiscoveryConfig, service: ServiceRef, metrics: Metrics) -> discovery::Result<ServiceWatch> {
+pub async fn start(
+    cfg: &DiscoveryConfig,
+    service: ServiceRef,
+    metrics: Metrics,
+) -> dubbo_k8s_discovery::Result<ServiceWatch> {
     let hub = Discovery::new(cfg, metrics).await?;
     hub.service(service).await
 }

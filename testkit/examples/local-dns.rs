@@ -2,7 +2,7 @@
 //! pods listen on loopback ports (UDP and TCP).
 //!
 //! ```text
-//! cargo run -p discovery --features testkit --example local-dns -- \
+//! cargo run -p dubbo-k8s-testkit --example local-dns -- \
 //!     --listen 127.0.0.1:5353 --namespace demo \
 //!     --service greeter-service-v1=127.0.0.1:50061,127.0.0.1:50062 \
 //!     --service greeter-service-v2=127.0.0.1:50071
@@ -13,7 +13,7 @@
 
 use std::net::SocketAddr;
 
-use discovery::testkit::FakeDns;
+use dubbo_k8s_testkit::FakeDns;
 
 fn usage() -> ! {
     eprintln!("usage: local-dns [--listen ip:port] [--namespace ns] --service name=ip:port[,ip:port...]...");

@@ -3,14 +3,14 @@
 //! writes with the real API paths.
 //!
 //! ```text
-//! cargo run -p discovery --features testkit --example fake-apiserver -- --listen 127.0.0.1:18080
+//! cargo run -p dubbo-k8s-testkit --example fake-apiserver -- --listen 127.0.0.1:18080
 //! curl -X POST -H 'content-type: application/json' -d @slice.json \
 //!     http://127.0.0.1:18080/apis/discovery.k8s.io/v1/namespaces/demo/endpointslices
 //! ```
 
 use std::net::SocketAddr;
 
-use discovery::testkit::FakeApiServer;
+use dubbo_k8s_testkit::FakeApiServer;
 
 #[tokio::main]
 async fn main() {
