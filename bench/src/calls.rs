@@ -158,7 +158,7 @@ async fn measure(
         .await
         .map_err(|e| format!("plain tonic connect: {e}"))?;
     let plain = GreeterServiceClient::new(channel);
-    let opts = ClientOptions { client_id: "bench".into(), slow_start: Duration::ZERO, ..ClientOptions::default() };
+    let opts = bench_options();
     let balanced = Balanced::new(&hub, service.clone(), opts).await.map_err(|e| format!("balanced client: {e}"))?;
     if !balanced.ready(Duration::from_secs(10)).await || balanced.debug().members.len() != 3 {
         return Err(format!("the balanced client does not see the 3 providers: {:?}", balanced.debug().members));
@@ -184,7 +184,7 @@ async fn measure(
     let one_hub = Discovery::with_client(&one_cfg, Metrics::default(), cluster.client.clone())
         .await
         .map_err(|e| format!("discovery: {e}"))?;
-    let one_opts = ClientOptions { client_id: "bench".into(), slow_start: Duration::ZERO, ..ClientOptions::default() };
+    let one_opts = bench_options();
     let one = Balanced::new(&one_hub, service.clone(), one_opts).await.map_err(|e| format!("balanced client: {e}"))?;
     if !one.ready(Duration::from_secs(10)).await || one.debug().members.len() != 1 {
         return Err(format!("the single-provider balanced client sees {:?}", one.debug().members));
@@ -306,4 +306,11 @@ async fn measure(
     cluster.delete_namespace(&ns).await;
     drop(providers);
     Ok(())
+}
+
+/// The balanced client as the benchmark runs it: a fixed identity, no slow start.
+fn bench_options() -> ClientOptions {
+    let mut o = ClientOptions::default().with_client_id("bench");
+    o.slow_start = Duration::ZERO;
+    o
 }

@@ -235,7 +235,7 @@ fn annotated(service: &str, yes: bool) -> serde_json::Value {
 }
 
 fn options() -> ClientOptions {
-    ClientOptions { client_id: "faults".into(), ..ClientOptions::default() }
+    ClientOptions::default().with_client_id("faults")
 }
 
 // ---------------------------------------------------------------------------------------------

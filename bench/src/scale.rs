@@ -219,8 +219,8 @@ pub async fn child(api: String, namespace: String, n: usize, picks: usize) -> Re
         .map_err(|_| format!("the set did not reach {n} endpoints within 240 s"))?
         .map_err(|_| "discovery stopped".to_owned())?;
     let first_snapshot = started.elapsed();
-    let opts = ClientOptions { client_id: "bench".into(), ..ClientOptions::default() };
-    let client = Balanced::from_watch(watch.clone(), None, opts);
+    let opts = ClientOptions::default().with_client_id("bench");
+    let client = Balanced::from_watch(watch.clone(), None, opts).map_err(|e| e.to_string())?;
     if !client.ready(Duration::from_secs(30)).await {
         return Err("the balanced client did not get its first set".into());
     }

@@ -5,12 +5,17 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use discovery::client::{ClientMetrics, ClientOptions};
+use discovery::client::{ClientMetrics, ClientOptions, MethodPolicy};
 use discovery::config::ConfigError;
-use discovery::config::env::{load_raw, parse_duration, parse_nonzero_duration, parse_var};
+use discovery::config::env::{load_raw, parse_bool, parse_duration, parse_nonzero_duration, parse_var};
 use discovery::{DiscoveryConfig, ServiceRef};
 use provider::telemetry::LogFormat;
 use serde::Deserialize;
+
+/// The gRPC path of `SayHello`.
+pub const SAY_HELLO: &str = "/org.apache.dubbo.demo.GreeterService/SayHello";
+/// The gRPC path of `SayHelloStream`.
+pub const SAY_HELLO_STREAM: &str = "/org.apache.dubbo.demo.GreeterService/SayHelloStream";
 
 /// Which RPC stack makes the calls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +41,11 @@ pub struct ConsumerConfig {
     pub deadline: Duration,
     /// Retries after the first attempt, each to another endpoint.
     pub retries: u32,
+    /// How long one attempt of `SayHello` may wait before the call moves on to another endpoint
+    /// (`CONSUMER_ATTEMPT_TIMEOUT`; none by default: the deadline).
+    pub attempt_timeout: Option<Duration>,
+    /// How long steady traffic waits at start for a provider to call (`CONSUMER_START_WAIT`).
+    pub start_wait: Duration,
     /// Retries allowed as a share of calls (on top of 10/s), e.g. 0.2.
     pub retry_budget: f32,
     /// Connect timeout of one endpoint.
@@ -66,6 +76,8 @@ impl Default for ConsumerConfig {
             concurrency: 8,
             deadline: Duration::from_secs(2),
             retries: 2,
+            attempt_timeout: None,
+            start_wait: Duration::from_secs(60),
             retry_budget: 0.2,
             connect_timeout: Duration::from_secs(1),
             balancing: ClientOptions::default(),
@@ -89,6 +101,8 @@ struct Raw {
     concurrency: Option<String>,
     deadline: Option<String>,
     retries: Option<String>,
+    attempt_timeout: Option<String>,
+    start_wait: Option<String>,
     retry_budget: Option<String>,
     connect_timeout: Option<String>,
     report_interval: Option<String>,
@@ -108,16 +122,22 @@ fn set<T>(
 }
 
 impl ConsumerConfig {
-    /// The balanced client's options: the call policy of `CONSUMER_*`, the balancing of `DISCOVERY_*`.
+    /// The balanced client's options: the call policy of `CONSUMER_*`, the balancing of `DISCOVERY_*`,
+    /// and what this application knows of its methods: `SayHello` and `SayHelloStream` only read,
+    /// so they are idempotent (a call that may have reached a provider that then died is replayed on
+    /// another); `SayHello` has the `CONSUMER_DEADLINE`, sent to the provider; the stream has none.
     pub fn client_options(&self, metrics: ClientMetrics) -> ClientOptions {
-        ClientOptions {
-            default_deadline: self.deadline,
-            retries: self.retries,
-            retry_budget: f64::from(self.retry_budget),
-            connect_timeout: self.connect_timeout,
-            metrics,
-            ..self.balancing.clone()
+        let mut o = self.balancing.clone();
+        o.default_deadline = self.deadline;
+        o.retries = self.retries;
+        o.retry_budget = f64::from(self.retry_budget);
+        o.connect_timeout = self.connect_timeout;
+        o.metrics = metrics;
+        let mut say_hello = MethodPolicy::idempotent().with_deadline(self.deadline);
+        if let Some(t) = self.attempt_timeout {
+            say_hello = say_hello.with_attempt_timeout(t);
         }
+        o.method(SAY_HELLO, say_hello).method(SAY_HELLO_STREAM, MethodPolicy::idempotent())
     }
 
     /// From the process environment.
@@ -162,6 +182,8 @@ impl ConsumerConfig {
                 s.parse::<u32>().ok().filter(|n| *n <= 10).ok_or_else(|| "expected 0 to 10".to_owned())
             })?
             .unwrap_or(d.retries),
+            attempt_timeout: set(raw.attempt_timeout, "ATTEMPT_TIMEOUT", parse_nonzero_duration)?,
+            start_wait: set(raw.start_wait, "START_WAIT", parse_duration)?.unwrap_or(d.start_wait),
             retry_budget: set(raw.retry_budget, "RETRY_BUDGET", |s| {
                 s.parse::<f32>()
                     .ok()
@@ -177,12 +199,7 @@ impl ConsumerConfig {
                 s.parse().map_err(|_| "expected ip:port, e.g. 0.0.0.0:8081".to_owned())
             })?
             .unwrap_or(d.admin_listen),
-            admin_calls: set(raw.admin_calls, "ADMIN_CALLS", |s| match s.to_ascii_lowercase().as_str() {
-                "true" | "1" | "yes" => Ok(true),
-                "false" | "0" | "no" => Ok(false),
-                _ => Err("expected true or false".to_owned()),
-            })?
-            .unwrap_or(d.admin_calls),
+            admin_calls: set(raw.admin_calls, "ADMIN_CALLS", parse_bool)?.unwrap_or(d.admin_calls),
             name: raw.name.filter(|s| !s.is_empty()).unwrap_or(d.name),
             client: set(raw.client, "CLIENT", |s| match s.to_ascii_lowercase().as_str() {
                 "tonic" => Ok(ClientKind::Tonic),

@@ -53,11 +53,11 @@ impl Greeter {
     pub async fn say_hello(&self, name: &str) -> Result<Reply, tonic::Status> {
         let started = Instant::now();
         let result = self.client.clone().say_hello(HelloRequest { name: name.to_owned() }).await.map(|r| {
-            let served = r.extensions().get::<Served>().copied();
+            let served = r.extensions().get::<Served>().cloned();
             Reply {
                 reply: r.into_inner(),
-                endpoint: served.map(|s| s.endpoint),
-                attempts: served.map_or(1, |s| s.attempts),
+                endpoint: served.as_ref().map(|s| s.endpoint),
+                attempts: served.as_ref().map_or(1, |s| s.attempts),
                 latency: started.elapsed(),
             }
         });

@@ -48,10 +48,18 @@ pub enum Error {
 }
 
 impl Error {
+    /// The Role to apply, when RBAC is what is missing.
+    pub fn role(&self) -> Option<&str> {
+        match self {
+            Error::Discovery(e) => e.role(),
+            _ => None,
+        }
+    }
+
     /// Exit code: 2 for what configuration can fix, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Discovery(discovery::Error::Mapping(_) | discovery::Error::StaticHosts(_)) => 2,
+            Error::Discovery(e) if e.is_configuration() => 2,
             Error::Dubbo(e) if e.contains("--features dubbo") => 2,
             _ => 1,
         }
@@ -103,6 +111,7 @@ impl Stack {
                 let mut s = g.stats().snapshot();
                 let c = g.balanced().stats();
                 s.retries = c.retries;
+                s.not_replayed = c.not_replayed;
                 s.budget_exhausted = c.budget_exhausted;
                 s.causes = c.failed;
                 s.calls_by_zone = c.calls_by_zone;
@@ -167,7 +176,14 @@ pub async fn run(cfg: ConsumerConfig, shutdown: impl Future<Output = ()> + Send)
         client = ?cfg.client,
         "consumer started"
     );
-    traffic::run(stack, cfg.name.clone(), cfg.rate, cfg.concurrency, cfg.report_interval, shutdown).await;
+    let plan = traffic::Plan {
+        name: cfg.name.clone(),
+        rate: cfg.rate,
+        concurrency: cfg.concurrency,
+        report_every: cfg.report_interval,
+        start_wait: cfg.start_wait,
+    };
+    traffic::run(stack, plan, shutdown).await;
     admin.abort();
     Ok(())
 }

@@ -54,6 +54,14 @@ fn fail(code: i32, msg: impl std::fmt::Display) -> ! {
     std::process::exit(code)
 }
 
+fn fail_with(e: consumer::Error) -> ! {
+    if let Some(role) = e.role() {
+        eprintln!("consumer: {e}\n{role}");
+        std::process::exit(e.exit_code())
+    }
+    fail(e.exit_code(), e)
+}
+
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
@@ -62,7 +70,7 @@ async fn main() {
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => {
             if let Err(e) = consumer::run(cfg, shutdown_signal()).await {
-                fail(e.exit_code(), e);
+                fail_with(e);
             }
         }
         Command::Resolve { interface, version, group, watch, timeout } => {
@@ -73,10 +81,7 @@ async fn main() {
                 let hub = discovery::Discovery::new(&cfg.discovery, discovery::Metrics::default()).await?;
                 hub.service(service).await
             };
-            let d = started.await.unwrap_or_else(|e| {
-                let e = consumer::Error::from(e);
-                fail(e.exit_code(), e)
-            });
+            let d = started.await.unwrap_or_else(|e| fail_with(consumer::Error::from(e)));
             let mut out = std::io::stdout();
             if let Err(e) = resolve::run(&d, watch, timeout, &mut out, shutdown_signal()).await {
                 fail(1, e);
@@ -84,7 +89,7 @@ async fn main() {
         }
         Command::Call { name } => {
             let mut registry = prometheus_client::registry::Registry::default();
-            let stack = consumer::connect(&cfg, &mut registry).await.unwrap_or_else(|e| fail(e.exit_code(), e));
+            let stack = consumer::connect(&cfg, &mut registry).await.unwrap_or_else(|e| fail_with(e));
             match stack.say_hello(&name).await {
                 Ok(r) => println!(
                     "{} (stack {:?}, endpoint {}, {} attempt(s), {:?})",

@@ -1,6 +1,10 @@
-//! The demo's own counters: calls by outcome and by provider instance (which only the replies can
-//! tell), as Prometheus metrics and as a snapshot for logs, `/stats` and tests. Retries and failure
-//! causes are the balanced client's (`discovery_client_*` metrics, [`discovery::client::ClientStats`]).
+//! The demo's own counters: calls by outcome and by provider version (which only the replies can
+//! tell) as Prometheus metrics, and by provider instance in the snapshot for logs, `/stats` and tests
+//! (pod names change with every rollout and are chosen by the provider: they belong in logs and
+//! debug output, never in metric labels). Failed calls made before the first success are counted
+//! apart (`failed_at_start`): a consumer started with its providers may call before any is ready.
+//! Retries and failure causes are the balanced client's (`discovery_client_*` metrics,
+//! [`discovery::client::ClientStats`]).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -23,6 +27,11 @@ pub struct StatsSnapshot {
     pub ok: u64,
     /// Failed calls.
     pub failed: u64,
+    /// Of those, failed before the first successful call (no provider was ready yet, typically).
+    pub failed_at_start: u64,
+    /// Calls that failed after their request may have reached a provider and were not replayed
+    /// (from the balanced client).
+    pub not_replayed: u64,
     /// Retries on another endpoint (from the balanced client).
     pub retries: u64,
     /// Retries refused by the budget (from the balanced client).
@@ -41,7 +50,7 @@ pub struct StatsSnapshot {
 struct Inner {
     snapshot: Mutex<StatsSnapshot>,
     calls: Family<Labels, Counter>,
-    by_instance: Family<Labels, Counter>,
+    by_version: Family<Labels, Counter>,
     latency: Histogram,
 }
 
@@ -57,7 +66,7 @@ impl Default for Stats {
             inner: Arc::new(Inner {
                 snapshot: Mutex::new(StatsSnapshot::default()),
                 calls: Family::default(),
-                by_instance: Family::default(),
+                by_version: Family::default(),
                 latency: Histogram::new(exponential_buckets(0.0002, 2.0, 16)),
             }),
         }
@@ -73,7 +82,7 @@ impl Stats {
         let s = Stats::default();
         let r = registry.sub_registry_with_prefix("consumer");
         r.register("calls", "Calls by outcome (ok, or the gRPC code)", s.inner.calls.clone());
-        r.register("calls_by_instance", "Successful calls by provider instance", s.inner.by_instance.clone());
+        r.register("calls_by_version", "Successful calls by the provider's Dubbo version", s.inner.by_version.clone());
         r.register("call_seconds", "Latency of whole calls, retries included", s.inner.latency.clone());
         s
     }
@@ -94,7 +103,8 @@ impl Stats {
                     .map(|i| format!("{} {}", i.name, i.version))
                     .or_else(|| r.endpoint.map(|e| e.to_string()))
                     .unwrap_or_else(|| "unknown".to_owned());
-                self.inner.by_instance.get_or_create(&vec![("instance".into(), instance.clone())]).inc();
+                let version = r.reply.served_by.as_ref().map_or_else(|| "unknown".to_owned(), |i| i.version.clone());
+                self.inner.by_version.get_or_create(&vec![("version".into(), version)]).inc();
                 let mut s = self.lock();
                 s.ok += 1;
                 *s.by_instance.entry(instance).or_default() += 1;
@@ -104,6 +114,9 @@ impl Stats {
                 let code = code_label(status.code());
                 let mut s = self.lock();
                 s.failed += 1;
+                if s.ok == 0 {
+                    s.failed_at_start += 1;
+                }
                 *s.failures.entry(code.clone()).or_default() += 1;
                 code
             }

@@ -6,25 +6,48 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::Stack;
 
+/// The steady traffic to make.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Name sent in calls.
+    pub name: String,
+    /// Calls per second (0: none).
+    pub rate: f64,
+    /// Calls in flight at most.
+    pub concurrency: usize,
+    /// Period of the per-instance log line (0: none).
+    pub report_every: Duration,
+    /// How long to wait at start for a provider to call before calling anyway.
+    pub start_wait: Duration,
+}
+
 /// Runs until `shutdown` completes. Calls that would exceed `concurrency` are skipped and counted
-/// (the rate is a target, not a queue).
-pub async fn run(
-    client: Stack,
-    name: String,
-    rate: f64,
-    concurrency: usize,
-    report_every: Duration,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
+/// (the rate is a target, not a queue). Traffic starts once a provider can be called (or after
+/// `start_wait`): a consumer rolled out with its providers holds its first calls rather than fail
+/// them while no provider is ready yet.
+pub async fn run(client: Stack, plan: Plan, shutdown: impl std::future::Future<Output = ()>) {
+    let Plan { name, rate, concurrency, report_every, start_wait } = plan;
     let mut shutdown = std::pin::pin!(shutdown);
     if rate <= 0.0 {
         info!("CONSUMER_RATE=0: no steady traffic");
         shutdown.await;
         return;
+    }
+    if let Some(b) = client.balanced() {
+        tokio::select! {
+            () = &mut shutdown => return,
+            routable = b.wait_routable(start_wait) => {
+                if routable {
+                    info!("a provider can be called; steady traffic starts");
+                } else {
+                    warn!(?start_wait, "no provider to call yet; steady traffic starts anyway (calls fail until one is ready)");
+                }
+            }
+        }
     }
     let permits = Arc::new(Semaphore::new(concurrency));
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));

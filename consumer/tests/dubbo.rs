@@ -68,9 +68,19 @@ async fn dubbo_client_through_the_kubernetes_registry() {
     let stop = tokio::sync::oneshot::channel::<()>();
     let traffic = {
         let s = consumer::Stack::Dubbo(stack.clone());
-        tokio::spawn(consumer::traffic::run(s, "dubbo".into(), 40.0, 4, Duration::ZERO, async {
-            let _ = stop.1.await;
-        }))
+        tokio::spawn(consumer::traffic::run(
+            s,
+            consumer::traffic::Plan {
+                name: "dubbo".into(),
+                rate: 40.0,
+                concurrency: 4,
+                report_every: Duration::ZERO,
+                start_wait: Duration::from_secs(5),
+            },
+            async {
+                let _ = stop.1.await;
+            },
+        ))
     };
     tokio::time::sleep(Duration::from_secs(3)).await;
     let served = stats.snapshot();

@@ -43,18 +43,18 @@ async fn provider(name: &str, version: &str) -> Provider {
 }
 
 fn options() -> ClientOptions {
-    ClientOptions {
-        default_deadline: Duration::from_secs(2),
-        retries: 2,
-        retry_budget: 0.2,
-        connect_timeout: Duration::from_millis(500),
-        slow_start: Duration::ZERO,
-        ..ClientOptions::default()
-    }
+    let mut o = ClientOptions::default().with_retries(2).with_connect_timeout(Duration::from_millis(500));
+    o.slow_start = Duration::ZERO;
+    o
+}
+
+fn tweak(mut o: ClientOptions, f: impl FnOnce(&mut ClientOptions)) -> ClientOptions {
+    f(&mut o);
+    o
 }
 
 fn greeter_client(watch: ServiceWatch, opts: ClientOptions) -> Greeter {
-    Greeter::new(Balanced::from_watch(watch, None, opts), Stats::default())
+    Greeter::new(Balanced::from_watch(watch, None, opts).expect("valid options"), Stats::default())
 }
 
 async fn static_client(providers: &[&Provider], version: &str) -> Greeter {
@@ -332,7 +332,12 @@ async fn retries_are_bounded_and_each_goes_to_another_endpoint() {
     assert_eq!(c.retries, 2, "first attempt + 2 retries, each on an endpoint not tried yet");
     assert_eq!(c.failed.get("connect_refused").copied(), Some(1));
 
-    let no_retry = greeter_client(d, ClientOptions { retries: 0, ..options() });
+    let no_retry = greeter_client(
+        d,
+        tweak(options(), |o| {
+            o.retries = 0;
+        }),
+    );
     let err = no_retry.say_hello("x").await.expect_err("refused");
     assert!(err.message().contains("attempt 1 of 1"), "{err:?}");
     assert_eq!(no_retry.balanced().stats().retries, 0);

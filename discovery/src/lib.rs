@@ -30,7 +30,11 @@ mod backoff;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod config;
+mod error;
 mod failover;
+#[cfg(feature = "fault-injection")]
+#[doc(hidden)]
+pub mod fault;
 mod hub;
 mod listwatch;
 pub mod mapping;
@@ -41,10 +45,12 @@ mod rbac;
 mod resolution;
 mod service;
 mod source;
+mod task;
 mod wait;
 
 pub use config::{ConfigError, DiscoveryConfig, IpFamily, Mode};
-pub use hub::{Discovery, Error, Result, ZONE_LABEL};
+pub use error::{Error, Result};
+pub use hub::{Discovery, ZONE_LABEL};
 pub use mapping::{MappingError, MappingRule};
 pub use metrics::Metrics;
 pub use model::{

@@ -11,8 +11,10 @@
 //!   `request_timeout`; nothing at start can block for minutes.
 //! - **After a failure, list.** A list proves the server is back and replaces the state atomically;
 //!   a 410 Gone lists at once; other failures back off with jitter (reset only once a watch delivers).
-//! - **Never go back in time.** A list whose resourceVersion is older than one already seen (a
-//!   lagging replica, a restored etcd) is not applied; the loop retries until it catches up.
+//! - **resourceVersion is opaque.** It is only handed back to the server (to resume a watch); it is
+//!   never compared. Lists are consistent reads, so a list is current whatever its version says (an
+//!   etcd restore moves versions backwards, and a client that refused "older" lists would never be
+//!   live again).
 //! - **A server that stops answering ends the watch.** A frozen or partitioned API server keeps its
 //!   TCP connections open and silent; the hub's probe ([`crate::hub`]) notices it in seconds and every
 //!   watch is ended and listed again. A silent watch on a server that still answers is listed again
@@ -70,6 +72,9 @@ pub(crate) trait Handler<K>: Send {
     fn live(&mut self);
     /// The server has not confirmed the state since `since`.
     fn failing(&mut self, since: Instant, error: &str);
+    /// The loop panicked: what was being applied may be half done. Say the state is not confirmed
+    /// and get ready to rebuild everything from the next list.
+    fn recover(&mut self);
 }
 
 enum End {
@@ -85,6 +90,8 @@ enum End {
 
 /// The list/watch loop of one resource selection.
 pub(crate) struct ListWatch<K> {
+    /// Which kind of task this is (`slices`, `services`), for supervision.
+    pub kind: &'static str,
     pub api: Api<K>,
     pub selector: Option<String>,
     pub timings: Timings,
@@ -98,13 +105,13 @@ where
     K: kube::Resource + Clone + DeserializeOwned + Debug + Send + 'static,
 {
     /// Runs for ever (the owner aborts the task).
-    pub(crate) async fn run(self, handler: &mut impl Handler<K>) {
+    pub(crate) async fn run(&self, handler: &mut impl Handler<K>) {
         let mut backoff = Backoff::new(self.timings.backoff);
-        let mut newest_rv: Option<u64> = None;
         let mut last_data;
         // Set after an idle watch: a failing list then dates the failure from the last data seen.
         let mut suspect: Option<Instant> = None;
         'list: loop {
+            crate::task::checkpoint(self.kind);
             let (items, mut rv) = match self.list().await {
                 Ok(answer) => answer,
                 Err(error) => {
@@ -114,26 +121,13 @@ where
                     continue;
                 }
             };
-            match (rv.parse::<u64>().ok(), newest_rv) {
-                (Some(got), Some(seen)) if got < seen => {
-                    let error = format!(
-                        "the list answered resourceVersion {got}, older than {seen} already seen (a lagging \
-                         API server replica?); keeping the newer state until the server catches up"
-                    );
-                    self.fail(handler, "stale_list", Instant::now(), &error);
-                    tokio::time::sleep(backoff.next_delay()).await;
-                    continue;
-                }
-                (Some(got), _) => newest_rv = Some(got),
-                (None, _) => {}
-            }
             debug!(what = %self.what, items = items.len(), resource_version = %rv, "listed");
             suspect = None;
             handler.reset(items);
             handler.live();
             last_data = Instant::now();
             loop {
-                let end = self.watch(handler, &mut rv, &mut newest_rv, &mut last_data, &mut backoff).await;
+                let end = self.watch(handler, &mut rv, &mut last_data, &mut backoff).await;
                 match end {
                     End::Closed => debug!(what = %self.what, "watch closed by the server; watching again"),
                     End::Idle { since } => {
@@ -193,7 +187,6 @@ where
         &self,
         handler: &mut impl Handler<K>,
         rv: &mut String,
-        newest_rv: &mut Option<u64>,
         last_data: &mut Instant,
         backoff: &mut Backoff,
     ) -> End {
@@ -257,14 +250,14 @@ where
             };
             match event {
                 WatchEvent::Added(o) | WatchEvent::Modified(o) => {
-                    remember(rv, newest_rv, o.meta().resource_version.as_deref());
+                    remember(rv, o.meta().resource_version.as_deref());
                     handler.apply(o);
                 }
                 WatchEvent::Deleted(o) => {
-                    remember(rv, newest_rv, o.meta().resource_version.as_deref());
+                    remember(rv, o.meta().resource_version.as_deref());
                     handler.delete(o);
                 }
-                WatchEvent::Bookmark(b) => remember(rv, newest_rv, Some(&b.metadata.resource_version)),
+                WatchEvent::Bookmark(b) => remember(rv, Some(&b.metadata.resource_version)),
                 WatchEvent::Error(status) if status.code == 410 => return End::Relist,
                 WatchEvent::Error(status) => {
                     return End::Failed {
@@ -304,12 +297,30 @@ async fn probe_failing(
     }
 }
 
-fn remember(rv: &mut String, newest: &mut Option<u64>, seen: Option<&str>) {
+/// Resumes the next watch from the newest version seen (opaque: handed back, never compared).
+fn remember(rv: &mut String, seen: Option<&str>) {
     if let Some(v) = seen.filter(|v| !v.is_empty()) {
         v.clone_into(rv);
-        if let Ok(n) = v.parse::<u64>() {
-            *newest = Some(newest.map_or(n, |m| m.max(n)));
-        }
+    }
+}
+
+/// A list/watch loop and its handler, as one supervised task.
+pub(crate) struct Watcher<K, H> {
+    pub lw: ListWatch<K>,
+    pub handler: H,
+}
+
+impl<K, H> crate::task::Supervised for Watcher<K, H>
+where
+    K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    H: Handler<K> + 'static,
+{
+    async fn run(&mut self) {
+        self.lw.run(&mut self.handler).await;
+    }
+
+    fn recover(&mut self) {
+        self.handler.recover();
     }
 }
 

@@ -44,6 +44,7 @@ pub struct Metrics {
     skipped: Family<Labels, Counter>,
     mapping_warnings: Family<Labels, Counter>,
     retargets: Family<Labels, Counter>,
+    task_restarts: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -61,6 +62,7 @@ impl Default for Metrics {
             skipped: Family::default(),
             mapping_warnings: Family::default(),
             retargets: Family::default(),
+            task_restarts: Family::default(),
         }
     }
 }
@@ -98,6 +100,11 @@ impl Metrics {
             m.mapping_warnings.clone(),
         );
         r.register("retargets", "Dubbo services moved to another Kubernetes Service", m.retargets.clone());
+        r.register(
+            "task_restarts",
+            "Background tasks restarted after a panic, by task (what they publish was marked stale meanwhile)",
+            m.task_restarts.clone(),
+        );
         m
     }
 
@@ -112,6 +119,38 @@ impl Metrics {
             self.active_source.get_or_create(&labels(&[("k8s_service", k8s_service), ("source", s.as_str())])).set(v);
         }
         self.version.get_or_create(&labels(&[("k8s_service", k8s_service)])).set(set.version as i64);
+    }
+
+    /// Removes the gauges of a target nobody follows any more: a dropped or re-targeted Service
+    /// must not keep its last values for ever.
+    pub(crate) fn forget(&self, k8s_service: &str) {
+        for state in ["ready", "serving_terminating", "other"] {
+            self.endpoints.remove(&labels(&[("k8s_service", k8s_service), ("state", state)]));
+        }
+        for s in [Source::Api, Source::Dns, Source::Vip, Source::Static] {
+            self.active_source.remove(&labels(&[("k8s_service", k8s_service), ("source", s.as_str())]));
+        }
+        self.version.remove(&labels(&[("k8s_service", k8s_service)]));
+        self.stale_seconds.remove(&labels(&[("k8s_service", k8s_service)]));
+    }
+
+    /// The restart counter of background tasks of `task`.
+    pub(crate) fn restarts(&self, task: &str) -> Counter {
+        self.task_restarts.get_or_create(&labels(&[("task", task)])).clone()
+    }
+
+    /// Restarts so far of tasks of `task` (`slices`, `resolution`, ...) after a panic.
+    pub fn task_restarts(&self, task: &str) -> u64 {
+        self.restarts(task).get()
+    }
+
+    /// Whether a gauge series of `k8s_service` is exported now (for tests of series removal).
+    pub fn exports(&self, k8s_service: &str) -> bool {
+        let mut text = String::new();
+        let mut r = Registry::default();
+        r.register("v", "", self.version.clone());
+        let _ = prometheus_client::encoding::text::encode(&mut text, &r);
+        text.contains(&format!("k8s_service=\"{k8s_service}\""))
     }
 
     pub(crate) fn stale(&self, k8s_service: &str, seconds: f64) {

@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::{Instrument, info, warn};
+use tracing::{info, warn};
 
-use crate::hub::{HubInner, Result};
+use crate::error::Result;
+use crate::hub::registry::Registry;
 use crate::mapping::services::{IndexState, ServiceIndex};
 use crate::mapping::{Mapper, MappingRule};
 use crate::model::{EndpointSet, ServiceRef, Target, Update};
@@ -66,7 +67,7 @@ impl ServiceWatch {
     /// Maps by annotations now (waiting up to the cold-start timeout for the namespace's Services),
     /// then keeps following them.
     pub(crate) async fn follow_annotations(
-        hub: Arc<HubInner>,
+        hub: Arc<Registry>,
         service: ServiceRef,
         mapper: Mapper,
         index: Arc<ServiceIndex>,
@@ -86,8 +87,24 @@ impl ServiceWatch {
         info!(k8s_service = %target, rule = ?rule, "discovery started");
         let (publisher, rx) = Publisher::new(crate::model::Source::Api, hub.versions.clone());
         let (binding_tx, binding) = watch::channel(Binding { target, rule });
-        let follow = Follow { hub, service: service.clone(), mapper, index, index_rx, bound: res, binding_tx, warned };
-        let task = tokio::spawn(follow.run(Follower::new(publisher)).in_current_span());
+        let restarts = hub.metrics.restarts("follow");
+        let follow = Follow {
+            hub,
+            service: service.clone(),
+            mapper,
+            index,
+            index_rx,
+            bound_rx: res.rx.clone(),
+            bound: res,
+            binding_tx,
+            warned,
+            out: Follower::new(publisher),
+            generation: 0,
+            switch: None,
+            index_changed: false,
+            index_open: true,
+        };
+        let task = crate::task::spawn("follow", service.to_string(), restarts, follow);
         Ok(ServiceWatch { inner: Arc::new(Inner { service, rx, binding, keep: Keep::Task(task) }) })
     }
 
@@ -188,7 +205,7 @@ fn choose(
     service: &ServiceRef,
     index: &IndexState,
     warned: &mut Warned,
-    hub: &HubInner,
+    hub: &Registry,
 ) -> Result<(Target, MappingRule)> {
     let pairs = index.services.values().map(|s| (s.name.as_str(), &s.annotations));
     if let Some(choice) = mapper.by_annotations(service, pairs) {
@@ -227,7 +244,7 @@ struct Switch {
 }
 
 struct Follow {
-    hub: Arc<HubInner>,
+    hub: Arc<Registry>,
     service: ServiceRef,
     mapper: Mapper,
     /// Keeps the namespace's Service watch alive.
@@ -235,65 +252,87 @@ struct Follow {
     index: Arc<ServiceIndex>,
     index_rx: watch::Receiver<IndexState>,
     bound: Arc<Resolution>,
+    bound_rx: watch::Receiver<EndpointSet>,
     binding_tx: watch::Sender<Binding>,
     warned: Warned,
+    out: Follower,
+    /// Bumped at each re-target, so the follower diffs against the new Service's set.
+    generation: u64,
+    switch: Option<Switch>,
+    index_changed: bool,
+    index_open: bool,
 }
 
-impl Follow {
-    async fn run(mut self, mut out: Follower) {
-        let mut generation = 0u64;
-        let mut bound_rx = self.bound.rx.clone();
-        let mut switch: Option<Switch> = None;
-        let mut index_changed = false;
-        let mut index_open = true;
+impl crate::task::Supervised for Follow {
+    async fn run(&mut self) {
         loop {
-            if std::mem::take(&mut index_changed) {
-                let index = self.index_rx.borrow_and_update().clone();
-                match choose(&self.mapper, &self.service, &index, &mut self.warned, &self.hub) {
-                    Ok((target, rule)) => {
-                        let current = self.binding_tx.borrow().clone();
-                        let wanted_now = switch.as_ref().map_or(&current.target, |s| &s.target);
-                        if target != *wanted_now {
-                            if target == current.target {
-                                switch = None; // moved back before the new Service answered
-                            } else {
-                                let res = self.hub.api_resolution(&target).await;
-                                let rx = res.rx.clone();
-                                let deadline = Instant::now() + self.hub.cfg.api.cold_start_timeout;
-                                info!(from = %current.target, to = %target, "the service moved; waiting for the new Service's endpoints");
-                                switch = Some(Switch { target, rule, res, rx, deadline });
-                            }
-                        } else if target == current.target && rule != current.rule {
-                            self.binding_tx.send_modify(|b| b.rule = rule);
-                        }
-                    }
-                    Err(e) => warn!(error = %e, "the mapping has no target now; keeping the current one"),
-                }
+            crate::task::checkpoint("follow");
+            if std::mem::take(&mut self.index_changed) {
+                self.remap().await;
             }
-            let ready = switch.as_ref().is_some_and(|s| !s.rx.borrow().pending || Instant::now() >= s.deadline);
-            if ready && let Some(s) = switch.take() {
+            let ready = self.switch.as_ref().is_some_and(|s| !s.rx.borrow().pending || Instant::now() >= s.deadline);
+            if ready && let Some(s) = self.switch.take() {
                 info!(to = %s.target, rule = ?s.rule, "re-targeted");
                 self.hub.metrics.retarget(&self.service.to_string());
                 self.bound = s.res;
-                bound_rx = s.rx;
-                generation += 1;
+                self.bound_rx = s.rx;
+                self.generation += 1;
                 self.binding_tx.send_replace(Binding { target: s.target, rule: s.rule });
             }
             {
-                let set = bound_rx.borrow_and_update().clone();
-                out.follow(generation, &set, Meta::of(&set));
+                let set = self.bound_rx.borrow_and_update().clone();
+                self.out.follow(self.generation, &set, Meta::of(&set));
             }
-            let deadline = switch.as_ref().map(|s| s.deadline);
+            let deadline = self.switch.as_ref().map(|s| s.deadline);
             tokio::select! {
-                r = self.index_rx.changed(), if index_open => match r {
-                    Ok(()) => index_changed = true,
-                    Err(_) => index_open = false,
+                r = self.index_rx.changed(), if self.index_open => match r {
+                    Ok(()) => self.index_changed = true,
+                    Err(_) => self.index_open = false,
                 },
-                r = bound_rx.changed() => if r.is_err() { return },
-                r = wait::changed(switch.as_mut().map(|s| &mut s.rx)) => if r.is_err() { switch = None },
+                r = self.bound_rx.changed() => if r.is_err() { return },
+                r = wait::changed(self.switch.as_mut().map(|s| &mut s.rx)) => if r.is_err() { self.switch = None },
                 () = wait::sleep_until(deadline) => {}
-                () = out.publisher.closed() => return,
+                () = self.out.publisher.closed() => return,
             }
+        }
+    }
+
+    /// What was published may be half-done: mark it stale, diff afresh against the bound set, and
+    /// read the mapping again.
+    fn recover(&mut self) {
+        let current = self.out.publisher.current().clone();
+        let meta = Meta { freshness: crate::model::Freshness::Stale { since: Instant::now() }, ..Meta::of(&current) };
+        self.out.replace(&current, meta);
+        self.generation += 1;
+        self.index_changed = true;
+    }
+}
+
+impl Follow {
+    /// The namespace's Services changed: follow the mapping where it now points.
+    async fn remap(&mut self) {
+        let index = self.index_rx.borrow_and_update().clone();
+        let (target, rule) = match choose(&self.mapper, &self.service, &index, &mut self.warned, &self.hub) {
+            Ok(chosen) => chosen,
+            Err(e) => {
+                warn!(error = %e, "the mapping has no target now; keeping the current one");
+                return;
+            }
+        };
+        let current = self.binding_tx.borrow().clone();
+        let wanted_now = self.switch.as_ref().map_or(&current.target, |s| &s.target);
+        if target != *wanted_now {
+            if target == current.target {
+                self.switch = None; // moved back before the new Service answered
+            } else {
+                let res = self.hub.api_resolution(&target).await;
+                let rx = res.rx.clone();
+                let deadline = Instant::now() + self.hub.cfg.api.cold_start_timeout;
+                info!(from = %current.target, to = %target, "the service moved; waiting for the new Service's endpoints");
+                self.switch = Some(Switch { target, rule, res, rx, deadline });
+            }
+        } else if target == current.target && rule != current.rule {
+            self.binding_tx.send_modify(|b| b.rule = rule);
         }
     }
 }

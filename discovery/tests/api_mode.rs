@@ -197,7 +197,8 @@ async fn rbac_denial_fails_start_with_the_role_to_apply() {
     assert!(matches!(err, Error::Forbidden { .. }));
     let msg = err.to_string();
     assert!(msg.contains("watch endpointslices.discovery.k8s.io"), "{msg}");
-    assert!(msg.contains("kind: Role") && msg.contains("namespace: demo"), "{msg}");
+    let role = err.role().expect("the Role to apply");
+    assert!(role.contains("kind: Role") && role.contains("namespace: demo"), "{role}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

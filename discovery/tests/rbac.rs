@@ -55,6 +55,7 @@ async fn a_missing_permission_is_named_with_its_verb_and_resource() {
     match &err {
         Error::Forbidden { missing, namespace, role } => {
             assert_eq!(namespace, NS);
+            let missing = missing.join(", ");
             assert!(missing.contains("watch endpointslices"), "{missing}");
             assert!(!missing.contains("list"), "only what is missing is named: {missing}");
             assert!(role.contains("kind: Role") && role.contains("endpointslices"), "{role}");
@@ -63,6 +64,8 @@ async fn a_missing_permission_is_named_with_its_verb_and_resource() {
     }
     let text = err.to_string();
     assert!(text.contains("watch endpointslices") && text.contains(NS), "{text}");
+    assert!(!text.contains('\n'), "the message is one line; the Role comes from Error::role: {text}");
+    assert!(err.role().is_some_and(|r| r.contains("kind: RoleBinding")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -28,6 +28,7 @@ use dubbo::params::registry_param::{InterfaceName, RegistryUrl};
 use dubbo::url::UrlParam;
 use dubbo::{StdError, Url};
 use tokio::sync::{Mutex, mpsc};
+use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
 use crate::adapter::{Routable, RoutableChange};
@@ -59,7 +60,59 @@ pub struct KubernetesRegistry {
     namespace: Option<String>,
     version: String,
     group: String,
-    subscriptions: Mutex<HashMap<String, ServiceWatch>>,
+    /// The forwarding task of each subscription, by subscription URL. Each task holds its own
+    /// [`ServiceWatch`]: what keeps a subscription alive does not depend on the others.
+    subscriptions: Mutex<HashMap<String, JoinHandle<()>>>,
+}
+
+impl Drop for KubernetesRegistry {
+    fn drop(&mut self) {
+        for (_, task) in self.subscriptions.get_mut().drain() {
+            task.abort();
+        }
+    }
+}
+
+/// Forwards one subscription's routable changes to dubbo, until dubbo drops the stream.
+struct Forward {
+    /// Keeps the service followed for as long as this subscription lasts.
+    watch: ServiceWatch,
+    updates: crate::Updates,
+    tx: mpsc::Sender<Result<ServiceChange, StdError>>,
+    interface: String,
+    routable: Routable,
+}
+
+impl crate::task::Supervised for Forward {
+    async fn run(&mut self) {
+        loop {
+            crate::task::checkpoint("dubbo");
+            let update = tokio::select! {
+                u = self.updates.next() => match u { Some(u) => u, None => return },
+                // dubbo dropped this subscription (it builds one per directory): stop.
+                () = self.tx.closed() => return,
+            };
+            for change in self.routable.apply(&update) {
+                let msg = match change {
+                    RoutableChange::Insert(e) => ServiceChange::Insert(provider_url(&e.key(), &self.interface), ()),
+                    RoutableChange::Remove(k) => ServiceChange::Remove(provider_url(&k, &self.interface)),
+                    RoutableChange::Update(_) => continue,
+                };
+                if self.tx.send(Ok(msg)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Withdraws everything reported and starts over from a reset.
+    fn recover(&mut self) {
+        for e in self.routable.current() {
+            let _ = self.tx.try_send(Ok(ServiceChange::Remove(provider_url(&e.key(), &self.interface))));
+        }
+        self.routable = Routable::new();
+        self.updates = self.watch.updates();
+    }
 }
 
 impl KubernetesRegistry {
@@ -98,36 +151,21 @@ impl Registry for KubernetesRegistry {
         let service =
             ServiceRef::new(interface.clone()).with_group(self.group.clone()).with_version(self.version.clone());
         let watch = self.hub.service_in(self.namespace.as_deref(), service.clone()).await?;
-        debug!(%service, k8s_service = %watch.target(), "kubernetes registry subscribed");
+        debug!(%service, k8s_service = %watch.target(), %url, "kubernetes registry subscribed");
         let (tx, rx) = mpsc::channel(64);
-        let mut updates = watch.updates();
-        self.subscriptions.lock().await.insert(interface.clone(), watch);
-        tokio::spawn(async move {
-            let mut routable = Routable::new();
-            loop {
-                let update = tokio::select! {
-                    u = updates.next() => match u { Some(u) => u, None => return },
-                    // dubbo dropped this subscription (it builds one per directory): stop.
-                    () = tx.closed() => return,
-                };
-                for change in routable.apply(&update) {
-                    let msg = match change {
-                        RoutableChange::Insert(e) => ServiceChange::Insert(provider_url(&e.key(), &interface), ()),
-                        RoutableChange::Remove(k) => ServiceChange::Remove(provider_url(&k, &interface)),
-                        RoutableChange::Update(_) => continue,
-                    };
-                    if tx.send(Ok(msg)).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        });
+        let forward = Forward { updates: watch.updates(), watch, tx, interface, routable: Routable::new() };
+        let task = crate::task::spawn("dubbo", service.to_string(), self.hub.metrics().restarts("dubbo"), forward);
+        // Keyed by the subscription URL: two subscriptions of one interface (dubbo makes one per
+        // directory) are two entries, and unsubscribing one leaves the other alone.
+        if let Some(old) = self.subscriptions.lock().await.insert(url.to_string(), task) {
+            old.abort();
+        }
         Ok(rx)
     }
 
     async fn unsubscribe(&self, url: Url) -> Result<(), StdError> {
-        if let Some(interface) = url.query::<InterfaceName>().map(|i| i.value()) {
-            self.subscriptions.lock().await.remove(&interface);
+        if let Some(task) = self.subscriptions.lock().await.remove(&url.to_string()) {
+            task.abort();
         }
         Ok(())
     }

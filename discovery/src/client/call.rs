@@ -1,427 +1,408 @@
-//! The pieces of one call: why an attempt failed (by type, never by message text), whether it may be
-//! retried, the request body kept for replay, the deadline carried by `grpc-timeout`, and the
-//! response body that releases the endpoint and reports the call's outcome when it ends.
+//! One call through the balanced client, as a short sequence of named steps: [`Call::prepare`]
+//! (identity headers, request id, the method's policy and deadline, the body kept for replay),
+//! waiting for discovery's first answer, then per attempt: [`Shared::choose`] an endpoint not tried
+//! yet, [`Shared::attempt`] it, and [`Shared::judge`] the outcome: answered; replayed on another
+//! endpoint (what provably never reached the provider, for any method; what may have, only for a
+//! method declared idempotent); or failed with a status whose message and `dubbo-k8s-cause`
+//! metadata say why.
 
-use std::error::Error as StdError;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use futures::FutureExt;
-use http::HeaderMap;
-use http_body::{Body as HttpBody, Frame, SizeHint};
-use http_body_util::BodyExt;
-use serde::Serialize;
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+use tokio::time::Instant;
 use tonic::body::Body;
+use tonic::metadata::MetadataValue;
+use tower::{Service, ServiceExt};
 
-/// Why an attempt or a call failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Cause {
-    /// The endpoint refused the connection.
-    ConnectRefused,
-    /// Connecting took longer than the connect timeout.
-    ConnectTimeout,
-    /// The connection was reset or closed under the request.
-    ConnectionReset,
-    /// The transport cancelled the request before sending it (a connection that was closing).
-    Canceled,
-    /// The server refused the stream (HTTP/2 REFUSED_STREAM, or a GOAWAY past it): not processed.
-    RefusedStream,
-    /// The server answered UNAVAILABLE.
-    Unavailable,
-    /// The deadline ran out.
-    Deadline,
-    /// Discovery knows no routable endpoint.
-    NoEndpoints,
-    /// Discovery had no answer yet within the deadline.
-    NotReady,
-    /// The server answered another error status (not retried).
-    Status,
-    /// Any other transport failure (not retried).
-    Transport,
+use super::body::{Outcome, RequestBody, Tracked, grpc_status};
+use super::cause::{Cause, Delivery, classify};
+use super::grpc_timeout::{GRPC_TIMEOUT_RESOLUTION, format_grpc_timeout, parse_grpc_timeout};
+use super::metrics::ServiceMetrics;
+use super::pool::{InFlight, Member, record_failure};
+use super::shared::Shared;
+use super::stats::Served;
+use super::{GROUP_HEADER, VERSION_HEADER};
+use crate::model::EndpointKey;
+
+// Header names made once, not parsed on every call.
+const VERSION_NAME: HeaderName = HeaderName::from_static(VERSION_HEADER);
+const GROUP_NAME: HeaderName = HeaderName::from_static(GROUP_HEADER);
+const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+const REQUEST_ID_NAME: HeaderName = HeaderName::from_static(super::REQUEST_ID_HEADER);
+
+/// One call in progress.
+struct Call {
+    /// The whole call's deadline (the caller's `grpc-timeout`, else the method's policy), sent to the
+    /// provider; `None`: only the wait for the response to start is bounded.
+    deadline: Option<(Instant, Duration)>,
+    /// When the response must have started: the deadline, or the default deadline.
+    limit: Instant,
+    idempotent: bool,
+    max_attempts: u32,
+    attempt_timeout: Option<Duration>,
+    parts: http::request::Parts,
+    /// Extensions for the first attempt (the gRPC method, anything the caller set); a retry gets the
+    /// method again.
+    extensions: Option<http::Extensions>,
+    method: Option<tonic::GrpcMethod<'static>>,
+    body: RequestBody,
+    request_id: Option<HeaderValue>,
+    tried: Vec<EndpointKey>,
+    attempts: u32,
+    last: Option<(Cause, String)>,
 }
 
-impl Cause {
-    /// Every cause, in a fixed order (for counters indexed by cause).
-    pub const ALL: [Cause; 11] = [
-        Cause::ConnectRefused,
-        Cause::ConnectTimeout,
-        Cause::ConnectionReset,
-        Cause::Canceled,
-        Cause::RefusedStream,
-        Cause::Unavailable,
-        Cause::Deadline,
-        Cause::NoEndpoints,
-        Cause::NotReady,
-        Cause::Status,
-        Cause::Transport,
-    ];
-
-    /// Label for metrics and logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Cause::ConnectRefused => "connect_refused",
-            Cause::ConnectTimeout => "connect_timeout",
-            Cause::ConnectionReset => "connection_reset",
-            Cause::Canceled => "canceled",
-            Cause::RefusedStream => "refused_stream",
-            Cause::Unavailable => "unavailable",
-            Cause::Deadline => "deadline",
-            Cause::NoEndpoints => "no_endpoints",
-            Cause::NotReady => "not_ready",
-            Cause::Status => "status",
-            Cause::Transport => "transport",
-        }
-    }
-
-    pub(crate) fn index(self) -> usize {
-        Cause::ALL.iter().position(|c| *c == self).unwrap_or(0)
-    }
-
-    /// Whether another endpoint may serve a replay of the request: the request did not reach the
-    /// provider's application, or the provider said it cannot serve now.
-    pub fn retryable(self) -> bool {
-        matches!(
-            self,
-            Cause::ConnectRefused
-                | Cause::ConnectTimeout
-                | Cause::ConnectionReset
-                | Cause::Canceled
-                | Cause::RefusedStream
-                | Cause::Unavailable
-        )
-    }
-
-    /// Whether it counts against the endpoint's health (outlier detection).
-    pub(crate) fn endpoint_fault(self) -> bool {
-        self.retryable()
-    }
-
-    /// The gRPC code a caller sees for it.
-    pub(crate) fn code(self) -> tonic::Code {
-        match self {
-            Cause::Deadline => tonic::Code::DeadlineExceeded,
-            Cause::Status | Cause::Transport => tonic::Code::Unknown,
-            _ => tonic::Code::Unavailable,
-        }
-    }
+/// An attempt that did not end in an answer to pass on.
+struct Failure {
+    cause: Cause,
+    member: Arc<Member>,
+    began_ms: u64,
+    detail: String,
+    /// The provider's own UNAVAILABLE answer, passed on when it is not replayed.
+    answer: Option<tonic::Status>,
 }
 
-/// Classifies a transport error by the types in its source chain.
-pub(crate) fn classify(err: &(dyn StdError + 'static)) -> Cause {
-    let mut cur = Some(err);
-    let mut connect = false;
-    while let Some(e) = cur {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind::*;
-            match io.kind() {
-                ConnectionRefused => return Cause::ConnectRefused,
-                TimedOut if connect => return Cause::ConnectTimeout,
-                ConnectionReset | ConnectionAborted | BrokenPipe | NotConnected | UnexpectedEof => {
-                    return Cause::ConnectionReset;
-                }
-                _ => {}
-            }
-        }
-        if let Some(h2) = e.downcast_ref::<h2::Error>() {
-            if h2.reason() == Some(h2::Reason::REFUSED_STREAM) {
-                return Cause::RefusedStream;
-            }
-            if h2.is_go_away() || h2.is_io() {
-                return Cause::ConnectionReset;
-            }
-        }
-        if let Some(h) = e.downcast_ref::<hyper::Error>() {
-            if h.is_canceled() {
-                return Cause::Canceled;
-            }
-            if h.is_closed() || h.is_incomplete_message() {
-                return Cause::ConnectionReset;
-            }
-            if h.is_timeout() {
-                return Cause::ConnectTimeout;
-            }
-        }
-        if let Some(client) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
-            connect |= client.is_connect();
-        }
-        connect |= e.downcast_ref::<tonic::ConnectError>().is_some();
-        if e.downcast_ref::<tonic::TimeoutExpired>().is_some()
-            || e.downcast_ref::<tokio::time::error::Elapsed>().is_some()
-        {
-            return if connect { Cause::ConnectTimeout } else { Cause::Deadline };
-        }
-        cur = e.source();
-    }
-    if connect { Cause::ConnectTimeout } else { Cause::Transport }
+/// What follows a failed attempt.
+enum Next {
+    Retry,
+    Fail(tonic::Status),
 }
 
-/// Parses a `grpc-timeout` header value (`<digits><H|M|S|m|u|n>`).
-pub(crate) fn parse_grpc_timeout(v: &str) -> Option<Duration> {
-    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
-    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n.saturating_mul(3600)),
-        "M" => Duration::from_secs(n.saturating_mul(60)),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
-}
-
-/// `grpc-timeout` is sent in whole milliseconds, rounded down (never more time than is left), so a
-/// provider's deadline may fall up to this much before the caller's.
-pub(crate) const GRPC_TIMEOUT_RESOLUTION: Duration = Duration::from_millis(1);
-
-/// Formats a `grpc-timeout` value: whole milliseconds rounded down (at least 1), or whole seconds
-/// once milliseconds would need more than 8 digits.
-pub(crate) fn format_grpc_timeout(d: Duration) -> String {
-    let ms = d.as_millis().max(1);
-    if ms < 100_000_000 { format!("{ms}m") } else { format!("{}S", d.as_secs().min(99_999_999)) }
-}
-
-/// The request body: kept whole when it could be read at once (unary and server-streaming calls:
-/// one message), so that another endpoint can be tried; else passed through once.
-pub(crate) enum RequestBody {
-    Replayable(Bytes),
-    Once(Option<Body>),
-}
-
-impl RequestBody {
-    /// Reads what `body` has ready now, up to `max` bytes.
-    pub(crate) fn new(mut body: Body, max: usize) -> Result<Self, tonic::Status> {
-        // A unary request is one data frame: kept as it is, not copied. Only a body of several
-        // frames is gathered into one buffer.
-        let mut first: Option<Bytes> = None;
-        let mut buf = BytesMut::new();
-        let read = |first: Option<Bytes>, buf: BytesMut| -> Bytes {
-            match first {
-                Some(f) if buf.is_empty() => f,
-                Some(f) => {
-                    let mut all = BytesMut::with_capacity(f.len() + buf.len());
-                    all.extend_from_slice(&f);
-                    all.extend_from_slice(&buf);
-                    all.freeze()
-                }
-                None => buf.freeze(),
+impl Call {
+    fn prepare(shared: &Shared, req: http::Request<Body>) -> Result<Call, tonic::Status> {
+        let started = Instant::now();
+        let (mut parts, body) = req.into_parts();
+        let policy = shared.opts.policy(parts.uri.path());
+        let asked = parts.headers.get(&GRPC_TIMEOUT).and_then(|v| v.to_str().ok()).and_then(parse_grpc_timeout);
+        let deadline = asked.or(policy.and_then(|p| p.deadline)).map(|d| (started + d, d));
+        let limit = deadline.map_or(started + shared.opts.default_deadline, |(at, _)| at);
+        if let Some(v) = &shared.version_header {
+            parts.headers.insert(VERSION_NAME, v.clone());
+        }
+        if let Some(g) = &shared.group_header {
+            parts.headers.insert(GROUP_NAME, g.clone());
+        }
+        let request_id = match parts.headers.get(&REQUEST_ID_NAME) {
+            Some(own) => Some(own.clone()),
+            None if shared.opts.request_ids => {
+                let id = shared.request_id();
+                parts.headers.insert(REQUEST_ID_NAME, id.clone());
+                Some(id)
             }
+            None => None,
         };
+        let body = RequestBody::new(body, shared.opts.max_replay_bytes)?;
+        let extensions = std::mem::take(&mut parts.extensions);
+        Ok(Call {
+            deadline,
+            limit,
+            idempotent: policy.is_some_and(|p| p.idempotent),
+            max_attempts: 1 + policy.and_then(|p| p.retries).unwrap_or(shared.opts.retries),
+            attempt_timeout: policy.and_then(|p| p.attempt_timeout),
+            method: extensions.get::<tonic::GrpcMethod<'static>>().cloned(),
+            extensions: Some(extensions),
+            parts,
+            body,
+            request_id,
+            tried: Vec::new(),
+            attempts: 0,
+            last: None,
+        })
+    }
+
+    /// The request of the next attempt, carrying the time left; `None` once a body that could not
+    /// be kept has been sent.
+    fn request(&mut self, now: Instant) -> Option<http::Request<Body>> {
+        let body = self.body.next()?;
+        let mut request = http::Request::new(body);
+        *request.method_mut() = self.parts.method.clone();
+        *request.uri_mut() = self.parts.uri.clone();
+        *request.version_mut() = self.parts.version;
+        *request.headers_mut() = self.parts.headers.clone();
+        if let Some((at, _)) = self.deadline
+            && let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(format_grpc_timeout(at - now)))
+        {
+            request.headers_mut().insert(GRPC_TIMEOUT, v);
+        }
+        match self.extensions.take() {
+            Some(first) => *request.extensions_mut() = first,
+            None => {
+                if let Some(m) = &self.method {
+                    request.extensions_mut().insert(m.clone());
+                }
+            }
+        }
+        Some(request)
+    }
+
+    fn path(&self) -> &str {
+        self.parts.uri.path()
+    }
+
+    /// What the deadline was, for messages.
+    fn deadline_text(&self, shared: &Shared) -> String {
+        match self.deadline {
+            Some((_, d)) => format!("deadline of {d:?}"),
+            None => format!(
+                "{:?} wait for a response (ClientOptions::default_deadline, for calls with no deadline of their own)",
+                shared.opts.default_deadline
+            ),
+        }
+    }
+
+    /// A status for the caller, with the cause, attempts and request id as metadata.
+    fn status(&self, cause: Cause, code: tonic::Code, message: String) -> tonic::Status {
+        let mut status = tonic::Status::new(code, message);
+        let md = status.metadata_mut();
+        md.insert(super::CAUSE_METADATA, MetadataValue::from_static(cause.as_str()));
+        md.insert(super::ATTEMPTS_METADATA, MetadataValue::from(self.attempts));
+        if let Some(id) = self.request_id.as_ref().and_then(|v| v.to_str().ok())
+            && let Ok(v) = MetadataValue::try_from(id)
+        {
+            md.insert(super::REQUEST_ID_HEADER, v);
+        }
+        status
+    }
+}
+
+impl Shared {
+    pub(crate) async fn call(self: Arc<Self>, req: http::Request<Body>) -> Result<http::Response<Body>, tonic::Status> {
+        self.counters.calls.fetch_add(1, Ordering::Relaxed);
+        let mut call = Call::prepare(&self, req)?;
+        self.wait_for_first_answer(&mut call).await?;
+        self.budget.deposit();
         loop {
-            if body.is_end_stream() {
-                return Ok(RequestBody::Replayable(read(first, buf)));
-            }
-            match body.frame().now_or_never() {
-                Some(Some(Ok(frame))) => match frame.into_data() {
-                    Ok(data) => {
-                        let held = first.as_ref().map_or(0, Bytes::len) + buf.len();
-                        if held + data.len() > max {
-                            let mut prefix = BytesMut::from(read(first, buf));
-                            prefix.extend_from_slice(&data);
-                            return Ok(RequestBody::Once(Some(Body::new(Prefixed {
-                                prefix: Some(prefix.freeze()),
-                                rest: body,
-                            }))));
-                        }
-                        if first.is_none() {
-                            first = Some(data);
-                        } else {
-                            buf.extend_from_slice(&data);
-                        }
-                    }
-                    Err(_trailers) => {}
+            let member = self.choose(&mut call)?;
+            match self.attempt(&mut call, member).await {
+                Ok(response) => return Ok(response),
+                Err(failure) => match self.judge(&mut call, failure) {
+                    Next::Retry => {}
+                    Next::Fail(status) => return Err(status),
                 },
-                Some(Some(Err(status))) => return Err(status),
-                Some(None) => return Ok(RequestBody::Replayable(read(first, buf))),
-                None => {
-                    // More is to come later (a client stream): no replay.
-                    return Ok(RequestBody::Once(Some(Body::new(Prefixed {
-                        prefix: Some(read(first, buf)),
-                        rest: body,
-                    }))));
-                }
             }
         }
     }
 
-    pub(crate) fn replayable(&self) -> bool {
-        matches!(self, RequestBody::Replayable(_))
-    }
-
-    /// The body of the next attempt (`None` once a pass-through body was used).
-    pub(crate) fn next(&mut self) -> Option<Body> {
-        match self {
-            RequestBody::Replayable(b) => Some(Body::new(http_body_util::Full::new(b.clone()))),
-            RequestBody::Once(b) => b.take(),
+    /// A cold start: waits for discovery's first answer, within the call's limit.
+    async fn wait_for_first_answer(&self, call: &mut Call) -> Result<(), tonic::Status> {
+        if !self.members.load().pending {
+            return Ok(());
         }
-    }
-}
-
-/// What was read ahead, then the rest of the body.
-struct Prefixed {
-    prefix: Option<Bytes>,
-    rest: Body,
-}
-
-impl HttpBody for Prefixed {
-    type Data = Bytes;
-    type Error = tonic::Status;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        if let Some(p) = self.prefix.take().filter(|p| !p.is_empty()) {
-            return Poll::Ready(Some(Ok(Frame::data(p))));
+        let mut answered = self.answered.clone();
+        if tokio::time::timeout_at(call.limit, answered.wait_for(|a| *a)).await.is_ok() {
+            return Ok(());
         }
-        Pin::new(&mut self.rest).poll_frame(cx)
+        let msg = format!(
+            "no endpoint set for {} within the {} (discovery still starting; target {})",
+            self.key,
+            call.deadline_text(self),
+            self.members.load().target
+        );
+        Err(self.no_endpoint(call, Cause::NotReady, msg))
     }
 
-    fn is_end_stream(&self) -> bool {
-        self.prefix.as_ref().is_none_or(Bytes::is_empty) && self.rest.is_end_stream()
-    }
-}
-
-/// The gRPC status in a header map (`grpc-status`), if any.
-pub(crate) fn grpc_status(headers: &HeaderMap) -> Option<tonic::Code> {
-    let v = headers.get("grpc-status")?.to_str().ok()?.parse::<i32>().ok()?;
-    Some(tonic::Code::from_i32(v))
-}
-
-/// Told when a call ends: its final status (`None`: the caller dropped the response early).
-pub(crate) trait Outcome: Send + Sync + 'static {
-    fn finished(&self, code: Option<tonic::Code>);
-}
-
-/// The response body: passes frames through and, at its end (trailers) or when dropped, reports the
-/// call's outcome once; whatever it holds (the endpoint's in-flight guard) is released then.
-pub(crate) struct Tracked<O: Outcome> {
-    inner: Body,
-    outcome: Option<Arc<O>>,
-}
-
-impl<O: Outcome> Tracked<O> {
-    pub(crate) fn new(inner: Body, outcome: Arc<O>) -> Self {
-        Tracked { inner, outcome: Some(outcome) }
-    }
-
-    fn finish(&mut self, code: Option<tonic::Code>) {
-        if let Some(o) = self.outcome.take() {
-            o.finished(code);
-        }
-    }
-}
-
-impl<O: Outcome> Drop for Tracked<O> {
-    fn drop(&mut self) {
-        self.finish(None);
-    }
-}
-
-impl<O: Outcome> HttpBody for Tracked<O> {
-    type Data = Bytes;
-    type Error = tonic::Status;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(t) = frame.trailers_ref() {
-                    let code = grpc_status(t);
-                    self.finish(code.or(Some(tonic::Code::Unknown)));
-                }
+    /// The endpoint of the next attempt: one not tried yet by this call.
+    fn choose(&self, call: &mut Call) -> Result<Arc<Member>, tonic::Status> {
+        let now = Instant::now();
+        let members = self.members.load();
+        let Some(member) = self.pick(&members, &call.tried, now.into_std()) else {
+            if let Some((cause, msg)) = call.last.take() {
+                self.call_ended(Err(cause));
+                return Err(call.status(cause, cause.code(), format!("{msg}; no other endpoint to try")));
             }
-            Poll::Ready(Some(Err(status))) => {
-                let code = status.code();
-                self.finish(Some(code));
-            }
-            Poll::Ready(None) => self.finish(Some(tonic::Code::Unknown)),
-            Poll::Pending => {}
+            let msg = format!(
+                "no routable endpoint for {} (target {}, source {}, {} known, none ready or serving); check the \
+                 pods' readiness and the mapping (`consumer resolve`, /debug/endpoints)",
+                self.key, members.target, members.source, members.known
+            );
+            return Err(self.no_endpoint(call, Cause::NoEndpoints, msg));
+        };
+        if now >= call.limit {
+            self.call_ended(Err(Cause::Deadline));
+            let msg = format!(
+                "{} exceeded calling {} after {} attempt(s)",
+                call.deadline_text(self),
+                self.key,
+                call.attempts
+            );
+            return Err(call.status(Cause::Deadline, tonic::Code::DeadlineExceeded, msg));
         }
-        polled
+        Ok(member)
     }
 
-    fn is_end_stream(&self) -> bool {
-        // Never claim the end before the trailers were seen: the outcome comes with them.
-        self.outcome.is_none() && self.inner.is_end_stream()
+    /// Sends one attempt to `member` and waits for the response to start.
+    async fn attempt(self: &Arc<Self>, call: &mut Call, member: Arc<Member>) -> Result<http::Response<Body>, Failure> {
+        let now = Instant::now();
+        let began_ms = self.now_ms();
+        let failure =
+            |cause, member: Arc<Member>, detail: String| Failure { cause, member, began_ms, detail, answer: None };
+        let Some(request) = call.request(now) else {
+            return Err(failure(
+                Cause::Transport,
+                member,
+                "the request body could not be kept for another attempt".into(),
+            ));
+        };
+        call.attempts += 1;
+        let limit = call.attempt_timeout.map_or(call.limit, |t| (now + t).min(call.limit));
+        member.calls.fetch_add(1, Ordering::Relaxed);
+        let zone = member.zone.load();
+        zone.calls.fetch_add(1, Ordering::Relaxed);
+        zone.counter.inc();
+        let guard = InFlight::new(member.clone());
+        let mut channel = member.channel.clone();
+        let sent = tokio::time::timeout_at(limit, async {
+            channel.ready().await?;
+            channel.call(request).await
+        })
+        .await;
+        let response = match sent {
+            Err(_elapsed) => {
+                let cause = if limit >= call.limit { Cause::Deadline } else { Cause::AttemptTimeout };
+                let waited = limit.saturating_duration_since(now);
+                return Err(failure(cause, member, format!("no response within {waited:?}")));
+            }
+            Ok(Err(error)) => return Err(failure(classify(&error), member, error.to_string())),
+            Ok(Ok(response)) => response,
+        };
+        member.answered_ms.store(self.now_ms().max(1), Ordering::Relaxed);
+        let status = grpc_status(response.headers());
+        if status == Some(tonic::Code::Cancelled)
+            && let Some((at, _)) = call.deadline
+            && Instant::now() + GRPC_TIMEOUT_RESOLUTION >= at
+        {
+            // The provider gave up at the deadline it was sent (a tonic server answers CANCELLED
+            // "Timeout expired") a moment before our own timer fired: the caller's deadline it is,
+            // as grpc-java reports a cancel after the deadline.
+            return Err(failure(Cause::Deadline, member, "the provider cancelled the call at the deadline".into()));
+        }
+        if status == Some(tonic::Code::Unavailable) {
+            let answer = tonic::Status::from_header_map(response.headers());
+            let detail = answer.as_ref().map_or_else(String::new, |s| s.message().to_owned());
+            return Err(Failure {
+                answer,
+                ..failure(Cause::Unavailable, member, format!("answered UNAVAILABLE: {detail}"))
+            });
+        }
+        let mut response = response;
+        let served = Served {
+            endpoint: member.key,
+            attempts: call.attempts,
+            request_id: call.request_id.as_ref().and_then(|v| v.to_str().ok()).map(str::to_owned),
+        };
+        response.extensions_mut().insert(served);
+        let outcome = Arc::new(CallOutcome { shared: self.clone(), _in_flight: guard });
+        if let Some(code) = status {
+            // Trailers-only: the call ends here.
+            outcome.finished(Some(code));
+            return Ok(response);
+        }
+        Ok(response.map(|b| Body::new(Tracked::new(b, outcome))))
     }
 
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+    /// After a failed attempt: replay it elsewhere, or tell the caller.
+    fn judge(&self, call: &mut Call, f: Failure) -> Next {
+        let cause = f.cause;
+        ServiceMetrics::by_cause(&self.metrics.attempt_failed, cause).inc();
+        record_failure(self, &f.member, cause, f.began_ms, self.now_ms());
+        call.tried.push(f.member.key);
+        let at = f.member.key;
+        let msg = format!(
+            "{} at {at}: {} ({}) (attempt {} of {})",
+            self.key,
+            cause.as_str(),
+            f.detail,
+            call.attempts,
+            call.max_attempts
+        );
+        if cause == Cause::Deadline {
+            self.call_ended(Err(cause));
+            let msg = format!(
+                "{} exceeded calling {} at {at} (attempt {}; {})",
+                call.deadline_text(self),
+                self.key,
+                call.attempts,
+                f.detail
+            );
+            return Next::Fail(call.status(cause, tonic::Code::DeadlineExceeded, msg));
+        }
+        if !cause.replayable(call.idempotent) {
+            self.call_ended(Err(cause));
+            if cause.delivery() == Delivery::MaybeProcessed {
+                self.counters.not_replayed.fetch_add(1, Ordering::Relaxed);
+                ServiceMetrics::by_cause(&self.metrics.not_replayed, cause).inc();
+                let msg = format!(
+                    "{msg}; the call may have been processed, so it was not replayed ({} is not declared idempotent; \
+                     see ClientOptions::method)",
+                    call.path()
+                );
+                let code = f.answer.as_ref().map_or(cause.code(), tonic::Status::code);
+                return Next::Fail(call.status(cause, code, msg));
+            }
+            return Next::Fail(call.status(cause, cause.code(), msg));
+        }
+        if !call.body.replayable() || call.attempts >= call.max_attempts {
+            self.call_ended(Err(cause));
+            let why =
+                if call.body.replayable() { "no retry left" } else { "the request could not be kept for a replay" };
+            return Next::Fail(call.status(cause, cause.code(), format!("{msg}; {why}")));
+        }
+        if Instant::now() >= call.limit {
+            self.call_ended(Err(Cause::Deadline));
+            return Next::Fail(call.status(
+                Cause::Deadline,
+                tonic::Code::DeadlineExceeded,
+                format!("{} exceeded after {msg}", call.deadline_text(self)),
+            ));
+        }
+        if !self.budget.withdraw() {
+            self.counters.budget_exhausted.fetch_add(1, Ordering::Relaxed);
+            self.metrics.budget_exhausted.inc();
+            self.call_ended(Err(cause));
+            return Next::Fail(call.status(cause, cause.code(), format!("{msg}; retry budget exhausted")));
+        }
+        self.counters.retries.fetch_add(1, Ordering::Relaxed);
+        ServiceMetrics::by_cause(&self.metrics.retried, cause).inc();
+        call.last = Some((cause, msg));
+        Next::Retry
+    }
+
+    fn no_endpoint(&self, call: &Call, cause: Cause, message: String) -> tonic::Status {
+        self.counters.unlogged[cause.index()].fetch_add(1, Ordering::Relaxed);
+        self.call_ended(Err(cause));
+        call.status(cause, cause.code(), message)
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Reports the end of a call that got a response.
+struct CallOutcome {
+    shared: Arc<Shared>,
+    _in_flight: InFlight,
+}
 
-    #[test]
-    fn grpc_timeouts() {
-        assert_eq!(parse_grpc_timeout("500m"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_grpc_timeout("100u"), Some(Duration::from_micros(100)));
-        for bad in ["", "m", "5", "123456789S", "5x", "-5S"] {
-            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+impl Outcome for CallOutcome {
+    fn finished(&self, code: Option<tonic::Code>) {
+        let m = &self._in_flight.0;
+        let shared = &self.shared;
+        match code {
+            Some(tonic::Code::Ok) => {
+                m.health.success();
+                shared.call_ended(Ok(()));
+            }
+            Some(tonic::Code::Unavailable) => {
+                let now = shared.now_ms();
+                record_failure(shared, m, Cause::Unavailable, now, now);
+                shared.call_ended(Err(Cause::Unavailable));
+            }
+            Some(_) => {
+                m.health.success(); // the endpoint answered: not an outlier
+                shared.call_ended(Err(Cause::Status));
+            }
+            // Dropped by the caller before the end: nothing to say about the endpoint.
+            None => {}
         }
-        assert_eq!(format_grpc_timeout(Duration::from_millis(1500)), "1500m");
-        assert_eq!(format_grpc_timeout(Duration::from_micros(10)), "1m", "rounded up, never 0");
-        assert_eq!(parse_grpc_timeout(&format_grpc_timeout(Duration::from_secs(3))), Some(Duration::from_secs(3)));
-    }
-
-    #[test]
-    fn io_errors_classify_by_kind_not_text() {
-        use std::io::{Error, ErrorKind};
-        assert_eq!(classify(&Error::new(ErrorKind::ConnectionRefused, "whatever")), Cause::ConnectRefused);
-        assert_eq!(classify(&Error::new(ErrorKind::ConnectionReset, "x")), Cause::ConnectionReset);
-        // a message that mentions "connection" does not make an error retryable
-        assert_eq!(classify(&Error::other("connection refused by the application")), Cause::Transport);
-        let refused = h2::Error::from(h2::Reason::REFUSED_STREAM);
-        assert_eq!(classify(&refused), Cause::RefusedStream);
-        assert!(!Cause::Status.retryable() && !Cause::Deadline.retryable() && Cause::Unavailable.retryable());
-    }
-
-    #[tokio::test]
-    async fn a_unary_body_is_kept_for_replay_and_a_stream_is_not() {
-        let unary = Body::new(http_body_util::Full::new(Bytes::from_static(b"\0\0\0\0\x03abc")));
-        let mut b = RequestBody::new(unary, 1024).expect("ok");
-        assert!(b.replayable());
-        for _ in 0..3 {
-            let body = b.next().expect("again");
-            assert_eq!(body.collect().await.expect("read").to_bytes(), Bytes::from_static(b"\0\0\0\0\x03abc"));
-        }
-        // Several frames all there at once: gathered in order, replayable.
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, tonic::Status>>(4);
-        for part in [&b"one-"[..], b"two-", b"three"] {
-            tx.send(Ok(Frame::data(Bytes::from_static(part)))).await.expect("send");
-        }
-        drop(tx);
-        let parts = Body::new(http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)));
-        let mut b = RequestBody::new(parts, 1024).expect("ok");
-        assert!(b.replayable());
-        for _ in 0..2 {
-            let body = b.next().expect("again");
-            assert_eq!(body.collect().await.expect("read").to_bytes(), Bytes::from_static(b"one-two-three"));
-        }
-        // A client stream whose next message is not there yet: passed through once, nothing lost.
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, tonic::Status>>(4);
-        tx.send(Ok(Frame::data(Bytes::from_static(b"first")))).await.expect("send");
-        let streaming = Body::new(http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)));
-        let mut b = RequestBody::new(streaming, 1024).expect("ok");
-        assert!(!b.replayable());
-        let body = b.next().expect("once");
-        assert!(b.next().is_none(), "a stream is sent once");
-        tx.send(Ok(Frame::data(Bytes::from_static(b"-second")))).await.expect("send");
-        drop(tx);
-        assert_eq!(body.collect().await.expect("read").to_bytes(), Bytes::from_static(b"first-second"));
-        // Over the size limit: passed through once.
-        let big = Body::new(http_body_util::Full::new(Bytes::from(vec![7u8; 2048])));
-        let mut b = RequestBody::new(big, 1024).expect("ok");
-        assert!(!b.replayable());
-        assert_eq!(b.next().expect("once").collect().await.expect("read").to_bytes().len(), 2048);
     }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 /// Outlier detection settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct OutlierOptions {
     /// Consecutive failures that eject an endpoint (0: never eject).
     pub consecutive_failures: u32,

@@ -54,6 +54,22 @@ impl Subset {
         }
     }
 
+    /// A subset of `size` for a client with no stable identity: random per client.
+    pub(crate) fn random(size: usize) -> Self {
+        Subset { seed: rand::random(), ..Subset::new("", size) }
+    }
+
+    /// The same identity and size, with no candidates but the chosen ones remembered (so that the
+    /// next rebalance reports only real changes).
+    pub(crate) fn emptied(&self) -> Self {
+        Subset { chosen: self.chosen.clone(), ..Subset::new("", self.size) }.with_seed(self.seed)
+    }
+
+    fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
     fn score(&self, key: &EndpointKey) -> u64 {
         stable_hash(key_bytes(key), self.seed)
     }

@@ -55,7 +55,12 @@ pub fn parse_bool(v: &str) -> Result<bool, String> {
     }
 }
 
-/// A duration with a unit: `250ms`, `5s`, `2m`, `1h`, or combinations such as `1m30s`.
+/// Longest duration any variable accepts (a day): far below what `Instant` arithmetic can hold, so
+/// that no configured duration can overflow a deadline.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// A duration with a unit: `250ms`, `5s`, `2m`, `1h`, or combinations such as `1m30s`; at most
+/// [`MAX_DURATION`].
 pub fn parse_duration(v: &str) -> Result<Duration, String> {
     const HINT: &str = "expected a duration with a unit, e.g. 500ms, 5s, 2m, 1h30m";
     let v = v.trim();
@@ -82,6 +87,9 @@ pub fn parse_duration(v: &str) -> Result<Duration, String> {
             _ => return Err(HINT.to_owned()),
         };
         total = total.saturating_add(part);
+    }
+    if total > MAX_DURATION {
+        return Err("expected a duration of at most 24h".to_owned());
     }
     Ok(total)
 }
@@ -172,6 +180,8 @@ mod tests {
         assert!(parse_duration("5 days").is_err());
         assert!(parse_duration("-5s").is_err());
         assert!(parse_duration("99999999999999999999s").is_err(), "overflowing numbers are errors, not panics");
+        assert!(parse_duration("9999999999999999h").expect_err("capped").contains("at most 24h"));
+        assert_eq!(parse_duration("24h"), Ok(MAX_DURATION));
         assert_eq!(format_duration(Duration::from_secs(5)), "5s");
         assert_eq!(parse_nonzero_duration("0s"), Err("expected a duration above zero".to_owned()));
     }
@@ -211,7 +221,7 @@ mod properties {
 
         /// A duration written the documented way reads back as itself.
         #[test]
-        fn durations_round_trip(ms in 0u64..10_000_000_000) {
+        fn durations_round_trip(ms in 0u64..=86_400_000) {
             let d = Duration::from_millis(ms);
             prop_assert_eq!(parse_duration(&format_duration(d)), Ok(d));
         }

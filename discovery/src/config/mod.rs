@@ -13,8 +13,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use self::env::{
-    format_duration, load_raw, parse_bool, parse_dns_server, parse_duration, parse_in_range, parse_nonzero_duration,
-    parse_port_number, parse_port_spec, parse_var,
+    MAX_DURATION, format_duration, load_raw, parse_bool, parse_dns_server, parse_duration, parse_in_range,
+    parse_nonzero_duration, parse_port_number, parse_port_spec, parse_var,
 };
 use crate::mapping::{Mapping, Template};
 use crate::model::PortSpec;
@@ -313,10 +313,10 @@ impl DiscoveryConfig {
 
     /// Reads the given variables (and the file named by `DISCOVERY_CONFIG_FILE` among them).
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        Self::validate(load_raw(vars, ENV_PREFIX)?)
+        Self::from_raw(load_raw(vars, ENV_PREFIX)?)
     }
 
-    fn validate(raw: Raw) -> Result<Self, ConfigError> {
+    fn from_raw(raw: Raw) -> Result<Self, ConfigError> {
         let d = DiscoveryConfig::default();
         let mode = opt(raw.mode, "MODE", d.mode, |v| match v.to_ascii_lowercase().as_str() {
             "api" => Ok(Mode::Api),
@@ -345,13 +345,6 @@ impl DiscoveryConfig {
         })?;
         let static_endpoints =
             opt(raw.static_endpoints, "STATIC_ENDPOINTS", Vec::new(), |s| parse_static(s, fallback_port))?;
-        if mode == Mode::Static && static_endpoints.is_empty() {
-            return Err(invalid(
-                "STATIC_ENDPOINTS",
-                "",
-                "static mode needs at least one endpoint: a comma-separated list of host:port",
-            ));
-        }
         let ip_family = opt(raw.ip_family, "IP_FAMILY", d.ip_family, |v| match v.to_ascii_lowercase().as_str() {
             "auto" => Ok(IpFamily::Auto),
             "ipv4" => Ok(IpFamily::Ipv4),
@@ -373,13 +366,6 @@ impl DiscoveryConfig {
             timeout: opt(raw.dns_timeout, "DNS_TIMEOUT", d.dns.timeout, parse_nonzero_duration)?,
             attempts: opt(raw.dns_attempts, "DNS_ATTEMPTS", d.dns.attempts, |v| parse_in_range(v, 1, 10))?,
         };
-        if dns.ttl_ceiling < dns.ttl_floor {
-            return Err(invalid(
-                "DNS_TTL_CEILING",
-                &format_duration(dns.ttl_ceiling),
-                &format!("must not be below DISCOVERY_DNS_TTL_FLOOR ({})", format_duration(dns.ttl_floor)),
-            ));
-        }
         let api = ApiConfig {
             server: parse_var(raw.api_server, &var("API_SERVER"), |s| {
                 if !(s.starts_with("http://") || s.starts_with("https://")) || s.parse::<http::Uri>().is_err() {
@@ -418,28 +404,10 @@ impl DiscoveryConfig {
             recovery_hold: opt(raw.recovery_hold, "RECOVERY_HOLD", d.api.recovery_hold, parse_duration)?,
             allow_loopback: opt(raw.allow_loopback, "ALLOW_LOOPBACK", d.api.allow_loopback, parse_bool)?,
         };
-        if api.watch_idle_timeout <= api.request_timeout {
-            return Err(invalid(
-                "WATCH_IDLE_TIMEOUT",
-                &format_duration(api.watch_idle_timeout),
-                &format!(
-                    "must be above DISCOVERY_REQUEST_TIMEOUT ({}); the API server sends a bookmark about once a \
-                     minute, so keep it well above 60s in a cluster",
-                    format_duration(api.request_timeout)
-                ),
-            ));
-        }
         let backoff = BackoffConfig {
             min: opt(raw.backoff_min, "BACKOFF_MIN", d.backoff.min, parse_nonzero_duration)?,
             max: opt(raw.backoff_max, "BACKOFF_MAX", d.backoff.max, parse_nonzero_duration)?,
         };
-        if backoff.max < backoff.min {
-            return Err(invalid(
-                "BACKOFF_MAX",
-                &format_duration(backoff.max),
-                "must not be below DISCOVERY_BACKOFF_MIN",
-            ));
-        }
         let locality = Locality {
             zone: opt(raw.zone, "ZONE", None, |z| {
                 if z.len() > 63 || z.chars().any(char::is_whitespace) {
@@ -457,7 +425,7 @@ impl DiscoveryConfig {
                     .map_err(|_| "expected an IP address (downward API status.podIP)".to_owned())
             })?,
         };
-        Ok(DiscoveryConfig {
+        let cfg = DiscoveryConfig {
             mode,
             namespace,
             port,
@@ -470,7 +438,83 @@ impl DiscoveryConfig {
             api,
             backoff,
             locality,
-        })
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks a configuration however it was made (environment, file, or code): every value in its
+    /// range, and nothing that would make a loop spin or a deadline overflow. The error names the
+    /// variable that sets the value. [`crate::Discovery::new`] calls it.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let ms = Duration::from_millis;
+        let within = |name: &str, d: Duration, min: Duration| -> Result<(), ConfigError> {
+            if d < min || d > MAX_DURATION {
+                let accepted = format!("expected {} to 24h", format_duration(min));
+                return Err(invalid(name, &format_duration(d), &accepted));
+            }
+            Ok(())
+        };
+        crate::mapping::check_label(&self.namespace, 63, false)
+            .map_err(|why| invalid("NAMESPACE", &self.namespace, &format!("{why} (DNS-1123 label)")))?;
+        if self.fallback_port == 0 {
+            return Err(invalid("FALLBACK_PORT", "0", "expected a port number 1-65535"));
+        }
+        if self.mode == Mode::Static && self.static_endpoints.is_empty() {
+            return Err(invalid(
+                "STATIC_ENDPOINTS",
+                "",
+                "static mode needs at least one endpoint: a comma-separated list of host:port",
+            ));
+        }
+        let dns = &self.dns;
+        within("DNS_TTL_FLOOR", dns.ttl_floor, ms(100))?;
+        within("DNS_TTL_CEILING", dns.ttl_ceiling, ms(100))?;
+        if dns.ttl_ceiling < dns.ttl_floor {
+            return Err(invalid(
+                "DNS_TTL_CEILING",
+                &format_duration(dns.ttl_ceiling),
+                &format!("must not be below DISCOVERY_DNS_TTL_FLOOR ({})", format_duration(dns.ttl_floor)),
+            ));
+        }
+        within("DNS_TIMEOUT", dns.timeout, ms(10))?;
+        if !(1..=10).contains(&dns.attempts) {
+            return Err(invalid("DNS_ATTEMPTS", &dns.attempts.to_string(), "expected a whole number from 1 to 10"));
+        }
+        let api = &self.api;
+        within("WATCH_TIMEOUT", api.watch_timeout, Duration::from_secs(1))?;
+        within("REQUEST_TIMEOUT", api.request_timeout, ms(10))?;
+        within("WATCH_IDLE_TIMEOUT", api.watch_idle_timeout, ms(10))?;
+        if api.watch_idle_timeout <= api.request_timeout {
+            return Err(invalid(
+                "WATCH_IDLE_TIMEOUT",
+                &format_duration(api.watch_idle_timeout),
+                &format!(
+                    "must be above DISCOVERY_REQUEST_TIMEOUT ({}); the API server sends a bookmark about once a \
+                     minute, so keep it well above 60s in a cluster",
+                    format_duration(api.request_timeout)
+                ),
+            ));
+        }
+        if !api.probe_interval.is_zero() {
+            within("API_PROBE_INTERVAL", api.probe_interval, ms(100))?;
+        }
+        if !(1..=100_000).contains(&api.page_size) {
+            return Err(invalid("PAGE_SIZE", &api.page_size.to_string(), "expected a whole number from 1 to 100000"));
+        }
+        within("MAX_STALE", api.max_stale, Duration::ZERO)?;
+        within("COLD_START_TIMEOUT", api.cold_start_timeout, Duration::ZERO)?;
+        within("RECOVERY_HOLD", api.recovery_hold, Duration::ZERO)?;
+        within("BACKOFF_MIN", self.backoff.min, ms(10))?;
+        within("BACKOFF_MAX", self.backoff.max, ms(10))?;
+        if self.backoff.max < self.backoff.min {
+            return Err(invalid(
+                "BACKOFF_MAX",
+                &format_duration(self.backoff.max),
+                "must not be below DISCOVERY_BACKOFF_MIN",
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -15,7 +15,7 @@ use kube::api::Api;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::listwatch::{Handler, ListWatch, Timings};
+use crate::listwatch::{Handler, ListWatch, Timings, Watcher};
 use crate::metrics::Metrics;
 use crate::model::PortSpec;
 
@@ -170,23 +170,28 @@ impl Handler<Service> for IndexHandler {
             true
         });
     }
+
+    fn recover(&mut self) {
+        // The index is replaced whole by the next list; until then it is not confirmed.
+        self.failing(Instant::now(), "the Services watch panicked");
+    }
 }
 
 impl ServiceIndex {
     /// Starts watching the Services of `namespace`.
     pub(crate) fn start(client: Client, namespace: &str, timings: Timings, metrics: Metrics) -> Self {
         let (tx, rx) = watch::channel(IndexState::default());
+        let what = format!("services {namespace}");
+        let restarts = metrics.restarts("services");
         let lw = ListWatch {
+            kind: "services",
             api: Api::<Service>::namespaced(client, namespace),
             selector: None,
             timings,
-            what: format!("services {namespace}"),
+            what: what.clone(),
             metrics,
         };
-        let task = tokio::spawn(async move {
-            let mut handler = IndexHandler { tx };
-            lw.run(&mut handler).await;
-        });
+        let task = crate::task::spawn("services", what, restarts, Watcher { lw, handler: IndexHandler { tx } });
         ServiceIndex { rx, task: Some(task), _idle: None }
     }
 

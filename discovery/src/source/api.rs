@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
-use crate::listwatch::{Handler, ListWatch, Timings};
+use crate::listwatch::{Handler, ListWatch, Timings, Watcher};
 use crate::metrics::Metrics;
 use crate::model::{EndpointSet, Freshness, PortSpec, Source};
 use crate::publish::{Meta, Publisher, Versions};
@@ -28,6 +28,8 @@ struct View {
     port: PortSpec,
     table: SliceTable,
     publisher: Publisher,
+    /// After a panic: the table was started afresh and the next commit must replace the whole set.
+    rebuild: bool,
 }
 
 struct State {
@@ -57,7 +59,13 @@ impl State {
         self.views.retain(|v| !v.publisher.is_closed());
         for v in &mut self.views {
             let changes = v.table.commit();
-            v.publisher.publish(changes, meta);
+            if std::mem::take(&mut v.rebuild) {
+                let set =
+                    EndpointSet::of(Source::Api, changes.into_iter().filter_map(|(_, e)| e).map(|e| (*e).clone()));
+                v.publisher.replace(&set, meta);
+            } else {
+                v.publisher.publish(changes, meta);
+            }
         }
     }
 
@@ -147,6 +155,25 @@ impl Handler<EndpointSlice> for SliceHandler {
         }
         s.publish_all();
     }
+
+    fn recover(&mut self) {
+        let mut s = lock(&self.0);
+        // Half an update may be in the tables: start them afresh; the next list fills them and
+        // replaces each view's set in one publish. Until then the last set is served, stale.
+        s.slices.clear();
+        let family = s.family;
+        for v in &mut s.views {
+            v.table = SliceTable::new(v.port.clone(), family);
+            v.rebuild = true;
+        }
+        if s.failing_since.is_none() {
+            s.failing_since = Some(Instant::now());
+        }
+        let meta = s.meta();
+        for v in &mut s.views {
+            v.publisher.publish(Vec::new(), meta);
+        }
+    }
 }
 
 /// The EndpointSlices of one Kubernetes Service; the watch stops when the last handle goes.
@@ -191,15 +218,17 @@ impl SliceWatch {
             failing_since: None,
             views: Vec::new(),
         }));
+        let restarts = settings.metrics.restarts("slices");
         let lw = ListWatch {
+            kind: "slices",
             api: Api::<EndpointSlice>::namespaced(client, namespace),
             selector: Some(format!("{SERVICE_NAME_LABEL}={service}")),
             timings: settings.timings,
-            what,
+            what: what.clone(),
             metrics: settings.metrics,
         };
-        let mut handler = SliceHandler(state.clone());
-        let task = tokio::spawn(async move { lw.run(&mut handler).await });
+        let handler = SliceHandler(state.clone());
+        let task = crate::task::spawn("slices", what, restarts, Watcher { lw, handler });
         SliceWatch { state, task }
     }
 
@@ -218,7 +247,7 @@ impl SliceWatch {
             let changes = table.commit();
             publisher.publish(changes, s.meta());
         }
-        s.views.push(View { port: port.clone(), table, publisher });
+        s.views.push(View { port: port.clone(), table, publisher, rebuild: false });
         rx
     }
 }

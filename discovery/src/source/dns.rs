@@ -149,7 +149,8 @@ fn addresses<'a>(records: impl IntoIterator<Item = &'a Record>, owner: Option<&s
 }
 
 /// Addresses and the smallest TTL of `name`, A and AAAA asked independently: an error in one of
-/// them is reported in `partial` when the other answered, and fails the whole only when both fail.
+/// them is reported in `partial` when the other brought addresses; when no address came and a
+/// query failed, the whole fails (an AAAA NODATA beside an A timeout is not an empty Service).
 async fn both_families(
     resolver: &TokioResolver,
     name: &str,
@@ -168,7 +169,9 @@ async fn both_families(
             Err(e) => failures.push(e),
         }
     }
-    if failures.len() == 2 {
+    // No address and a query that failed: the emptiness may be the failure's, not the Service's. Only
+    // both families answering (records or an authoritative "none") make an empty answer.
+    if ips.is_empty() && !failures.is_empty() {
         return Err(failures.swap_remove(0));
     }
     Ok((ips, ttl, failures))
@@ -229,14 +232,12 @@ async fn srv_answer(resolver: &TokioResolver, lookup: &Lookup, fqdn: &str) -> Re
             // CoreDNS puts the targets' A/AAAA records in the additional section; ask when it did not.
             let mut ips = addresses(lookup.additionals(), Some(&target));
             if ips.is_empty() {
-                match both_families(resolver, &target).await {
-                    Ok((found, t, failures)) => {
-                        ttl = ttl.min(t.unwrap_or(ttl));
-                        ips = found;
-                        partial.extend(failures);
-                    }
-                    Err(e) => partial.push(e),
-                }
+                // A target whose addresses could not be looked up fails the round: dropping it
+                // would publish a set without that pod as if it were current.
+                let (found, t, failures) = both_families(resolver, &target).await?;
+                ttl = ttl.min(t.unwrap_or(ttl));
+                ips = found;
+                partial.extend(failures);
             }
             let name = target.trim_end_matches('.').to_owned();
             for ip in ips {
@@ -252,10 +253,6 @@ async fn srv_answer(resolver: &TokioResolver, lookup: &Lookup, fqdn: &str) -> Re
             }
             break;
         }
-    }
-    if endpoints.is_empty() && !partial.is_empty() {
-        // Targets exist but none could be resolved: that is a failure, not an empty Service.
-        return Err(partial.swap_remove(0));
     }
     Ok(DnsAnswer { endpoints, ttl: Duration::from_secs(ttl.into()), vip, no_srv: false, partial })
 }
@@ -279,85 +276,113 @@ pub(crate) struct DnsSource {
 }
 
 impl DnsSource {
-    /// Starts the loop on a task of its own, publishing to a fresh channel.
+    /// Starts the loop on a supervised task of its own, publishing to a fresh channel.
     pub(crate) fn spawn(
         self,
         versions: &crate::publish::Versions,
     ) -> (tokio::sync::watch::Receiver<EndpointSet>, tokio::task::JoinHandle<()>) {
-        use tracing::Instrument;
         let (publisher, rx) = Publisher::new(Source::Dns, versions.clone());
-        (rx, tokio::spawn(self.run(publisher).in_current_span()))
+        let restarts = self.metrics.restarts("dns");
+        let what = self.key.clone();
+        let backoff = Backoff::new(self.backoff);
+        let task =
+            DnsLoop { source: self, publisher, backoff, warned_vip: false, warned_srv: false, failing_since: None };
+        (rx, crate::task::spawn("dns", what, restarts, task))
     }
+}
 
-    /// Runs until every receiver of `publisher` is gone.
-    pub(crate) async fn run(self, mut publisher: Publisher) {
-        let mut backoff = Backoff::new(self.backoff);
-        let (mut warned_vip, mut warned_srv) = (false, false);
-        let mut failing_since: Option<Instant> = None;
-        while !publisher.is_closed() {
+/// The resolve loop of one Service, with what it keeps between rounds.
+struct DnsLoop {
+    source: DnsSource,
+    publisher: Publisher,
+    backoff: Backoff,
+    warned_vip: bool,
+    warned_srv: bool,
+    failing_since: Option<Instant>,
+}
+
+impl crate::task::Supervised for DnsLoop {
+    async fn run(&mut self) {
+        while !self.publisher.is_closed() {
+            crate::task::checkpoint("dns");
             let started = Instant::now();
-            let result = resolve_once(&self.resolver, &self.target, &self.cfg, self.fallback_port).await;
-            self.metrics.dns_lookup(&self.key, started.elapsed().as_secs_f64());
+            let s = &self.source;
+            let result = resolve_once(&s.resolver, &s.target, &s.cfg, s.fallback_port).await;
+            s.metrics.dns_lookup(&s.key, started.elapsed().as_secs_f64());
             let delay = match result {
-                Ok(answer) => {
-                    backoff.reset();
-                    failing_since = None;
-                    if answer.vip && !warned_vip {
-                        warned_vip = true;
-                        warn!(
-                            service = %self.key,
-                            k8s_service = %self.target,
-                            "the Service has a ClusterIP: one virtual IP, balanced per connection by kube-proxy; \
-                             per-pod balancing is lost (use a headless Service: clusterIP: None)"
-                        );
-                    }
-                    if answer.no_srv {
-                        self.metrics.dns_failure(&self.key, "no_srv");
-                        if !warned_srv {
-                            warned_srv = true;
-                            warn!(
-                                service = %self.key,
-                                k8s_service = %self.target,
-                                fallback_port = self.fallback_port,
-                                "no SRV record for the named port (is the Service port named? is the server \
-                                 CoreDNS?); using A/AAAA records with DISCOVERY_FALLBACK_PORT (set \
-                                 DISCOVERY_DNS_SRV=false or a numeric DISCOVERY_PORT to silence this)"
-                            );
-                        }
-                    }
-                    for failure in &answer.partial {
-                        self.metrics.dns_failure(&self.key, failure.kind());
-                        debug!(service = %self.key, error = %failure, "one query of the round failed; the others answered");
-                    }
-                    debug!(service = %self.key, endpoints = answer.endpoints.len(), ttl = ?answer.ttl, "dns answer");
-                    let source = if answer.vip { Source::Vip } else { Source::Dns };
-                    let next = EndpointSet::of(source, answer.endpoints);
-                    publisher.replace(
-                        &next,
-                        Meta { source, freshness: Freshness::Live, pending: false, prefer_close: false },
-                    );
-                    refresh_delay(answer.ttl, &self.cfg)
-                }
-                Err(e) => {
-                    if failing_since.is_none() {
-                        warn!(service = %self.key, error = %e, "dns lookup failed; keeping the last good answer");
-                    } else {
-                        debug!(service = %self.key, error = %e, "dns lookup failed again");
-                    }
-                    self.metrics.dns_failure(&self.key, e.kind());
-                    let since = *failing_since.get_or_insert(started);
-                    let cur = publisher.current();
-                    let meta = Meta { freshness: Freshness::Stale { since }, ..Meta::of(cur) };
-                    publisher.publish(Vec::new(), meta);
-                    backoff.next_delay().min(self.cfg.ttl_ceiling)
-                }
+                Ok(answer) => self.answered(answer),
+                Err(e) => self.failed(&e, started),
             };
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
-                () = publisher.closed() => return,
+                () = self.publisher.closed() => return,
             }
         }
-        info!(service = %self.key, "dns source stopped");
+        info!(service = %self.source.key, "dns source stopped");
+    }
+
+    fn recover(&mut self) {
+        self.failed(
+            &DnsFailure::Other { name: self.source.key.clone(), error: "the DNS task panicked".into() },
+            Instant::now(),
+        );
+    }
+}
+
+impl DnsLoop {
+    /// Publishes an answer; returns when to ask again.
+    fn answered(&mut self, answer: DnsAnswer) -> Duration {
+        let s = &self.source;
+        self.backoff.reset();
+        self.failing_since = None;
+        if answer.vip && !self.warned_vip {
+            self.warned_vip = true;
+            warn!(
+                service = %s.key,
+                k8s_service = %s.target,
+                "the Service has a ClusterIP: one virtual IP, balanced per connection by kube-proxy; \
+                 per-pod balancing is lost (use a headless Service: clusterIP: None)"
+            );
+        }
+        if answer.no_srv {
+            s.metrics.dns_failure(&s.key, "no_srv");
+            if !self.warned_srv {
+                self.warned_srv = true;
+                warn!(
+                    service = %s.key,
+                    k8s_service = %s.target,
+                    fallback_port = s.fallback_port,
+                    "no SRV record for the named port (is the Service port named? is the server \
+                     CoreDNS?); using A/AAAA records with DISCOVERY_FALLBACK_PORT (set \
+                     DISCOVERY_DNS_SRV=false or a numeric DISCOVERY_PORT to silence this)"
+                );
+            }
+        }
+        for failure in &answer.partial {
+            s.metrics.dns_failure(&s.key, failure.kind());
+            debug!(service = %s.key, error = %failure, "one query of the round failed; the others answered");
+        }
+        debug!(service = %s.key, endpoints = answer.endpoints.len(), ttl = ?answer.ttl, "dns answer");
+        let source = if answer.vip { Source::Vip } else { Source::Dns };
+        let next = EndpointSet::of(source, answer.endpoints);
+        self.publisher.replace(&next, Meta { source, freshness: Freshness::Live, pending: false, prefer_close: false });
+        refresh_delay(answer.ttl, &s.cfg)
+    }
+
+    /// Keeps the last good answer, marked stale since the first failure; returns when to ask again.
+    fn failed(&mut self, e: &DnsFailure, started: Instant) -> Duration {
+        let s = &self.source;
+        if self.failing_since.is_none() {
+            warn!(service = %s.key, error = %e, "dns lookup failed; keeping the last good answer");
+        } else {
+            debug!(service = %s.key, error = %e, "dns lookup failed again");
+        }
+        s.metrics.dns_failure(&s.key, e.kind());
+        let since = *self.failing_since.get_or_insert(started);
+        let cur = self.publisher.current();
+        let meta = Meta { freshness: Freshness::Stale { since }, ..Meta::of(cur) };
+        self.publisher.publish(Vec::new(), meta);
+        self.backoff.next_delay().min(s.cfg.ttl_ceiling)
     }
 }
 

@@ -32,23 +32,35 @@ pub(crate) async fn check_resolvable(entries: &[StaticEndpoint], timeout: Durati
             Err(_) => failures.push(format!("{name} (timed out after {timeout:?})")),
         }
     }
-    if failures.is_empty() { Ok(()) } else { Err(crate::Error::StaticHosts(failures.join(", "))) }
+    if failures.is_empty() { Ok(()) } else { Err(crate::Error::StaticHosts { failures }) }
 }
 
-/// Runs until every receiver of `publisher` is gone.
-pub(crate) async fn run_static(
-    entries: Vec<StaticEndpoint>,
-    refresh: Duration,
-    timeout: Duration,
-    mut publisher: Publisher,
-) {
-    let mut resolved: HashMap<StaticEndpoint, Vec<SocketAddr>> = HashMap::new();
-    loop {
-        for entry in &entries {
+/// The static source: resolves names again every `refresh`, until every receiver is gone.
+pub(crate) struct StaticLoop {
+    pub entries: Vec<StaticEndpoint>,
+    pub refresh: Duration,
+    pub timeout: Duration,
+    pub publisher: Publisher,
+    resolved: HashMap<StaticEndpoint, Vec<SocketAddr>>,
+}
+
+impl StaticLoop {
+    pub(crate) fn new(
+        entries: Vec<StaticEndpoint>,
+        refresh: Duration,
+        timeout: Duration,
+        publisher: Publisher,
+    ) -> Self {
+        StaticLoop { entries, refresh, timeout, publisher, resolved: HashMap::new() }
+    }
+
+    async fn resolve(&mut self) {
+        for entry in &self.entries {
             let addrs = match &entry.host {
                 Host::Ip(ip) => vec![SocketAddr::new(*ip, entry.port)],
                 Host::Name(name) => {
-                    match tokio::time::timeout(timeout, tokio::net::lookup_host((name.as_str(), entry.port))).await {
+                    match tokio::time::timeout(self.timeout, tokio::net::lookup_host((name.as_str(), entry.port))).await
+                    {
                         Ok(Ok(found)) => {
                             let found: Vec<SocketAddr> = found.collect();
                             debug!(host = %name, addresses = ?found, "static host resolved");
@@ -59,33 +71,49 @@ pub(crate) async fn run_static(
                             continue;
                         }
                         Err(_) => {
-                            warn!(host = %name, ?timeout, "resolving a static host timed out; keeping its last addresses");
+                            warn!(host = %name, timeout = ?self.timeout, "resolving a static host timed out; keeping its last addresses");
                             continue;
                         }
                     }
                 }
             };
-            resolved.insert(entry.clone(), addrs);
+            self.resolved.insert(entry.clone(), addrs);
         }
-        let endpoints = entries.iter().flat_map(|entry| {
-            let name = match &entry.host {
-                Host::Name(n) => Some(n.clone()),
-                Host::Ip(_) => None,
-            };
-            resolved
-                .get(entry)
-                .into_iter()
-                .flatten()
-                .map(move |addr| Endpoint { name: name.clone(), ..Endpoint::new(*addr) })
-        });
-        publisher.replace(&EndpointSet::of(Source::Static, endpoints), LIVE);
-        if entries.iter().all(|e| matches!(e.host, Host::Ip(_))) {
-            publisher.closed().await;
-            return;
+    }
+}
+
+impl crate::task::Supervised for StaticLoop {
+    async fn run(&mut self) {
+        loop {
+            crate::task::checkpoint("static");
+            self.resolve().await;
+            let endpoints = self.entries.iter().flat_map(|entry| {
+                let name = match &entry.host {
+                    Host::Name(n) => Some(n.clone()),
+                    Host::Ip(_) => None,
+                };
+                self.resolved
+                    .get(entry)
+                    .into_iter()
+                    .flatten()
+                    .map(move |addr| Endpoint { name: name.clone(), ..Endpoint::new(*addr) })
+            });
+            let set = EndpointSet::of(Source::Static, endpoints);
+            self.publisher.replace(&set, LIVE);
+            if self.entries.iter().all(|e| matches!(e.host, Host::Ip(_))) {
+                self.publisher.closed().await;
+                return;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(self.refresh) => {}
+                () = self.publisher.closed() => return,
+            }
         }
-        tokio::select! {
-            () = tokio::time::sleep(refresh) => {}
-            () = publisher.closed() => return,
-        }
+    }
+
+    fn recover(&mut self) {
+        let current = self.publisher.current().clone();
+        let meta = Meta { freshness: Freshness::Stale { since: std::time::Instant::now() }, ..LIVE };
+        self.publisher.replace(&current, meta);
     }
 }

@@ -1,0 +1,170 @@
+//! The state every clone of one [`super::Balanced`] shares: its options, the pool snapshot calls
+//! read, counters and metrics, the retry budget, and the bookkeeping around them (failure logs,
+//! outcome counting, the zone-aware pick).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use http::HeaderValue;
+use prometheus_client::metrics::counter::Counter;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::warn;
+
+use super::cause::Cause;
+use super::health::RetryBudget;
+use super::metrics::ServiceMetrics;
+use super::options::ClientOptions;
+use super::pick::{self, Clock};
+use super::pool::{Member, Members};
+use super::stats::Counters;
+use crate::model::EndpointKey;
+use crate::service::ServiceWatch;
+
+/// Recovers a lock whose holder panicked: every value guarded here stays consistent between
+/// statements.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub(crate) struct Shared {
+    pub key: String,
+    pub watch: ServiceWatch,
+    pub opts: ClientOptions,
+    pub members: ArcSwap<Members>,
+    pub answered: watch::Receiver<bool>,
+    pub version_header: Option<HeaderValue>,
+    pub group_header: Option<HeaderValue>,
+    pub budget: RetryBudget,
+    pub counters: Counters,
+    pub metrics: ServiceMetrics,
+    zones: Mutex<HashMap<String, Arc<AtomicU64>>>,
+    /// This client's zone as last known.
+    pub zone: ArcSwap<Option<String>>,
+    pub epoch: Instant,
+    pub task: Mutex<Option<JoinHandle<()>>>,
+    /// Request ids: a random prefix per client and a counter.
+    id_prefix: u64,
+    id_next: AtomicU64,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Some(t) = lock(&self.task).take() {
+            t.abort();
+        }
+    }
+}
+
+impl Shared {
+    pub(crate) fn new(watch: ServiceWatch, opts: ClientOptions, answered: watch::Receiver<bool>) -> Self {
+        let id = watch.service().clone();
+        let key = id.to_string();
+        let header = |v: &str| if v.is_empty() { None } else { HeaderValue::from_str(v).ok() };
+        Shared {
+            members: ArcSwap::new(Arc::new(Members::pending(watch.target().to_string()))),
+            answered,
+            version_header: header(&id.version),
+            group_header: header(&id.group),
+            budget: RetryBudget::new(opts.retry_budget, opts.retry_min_per_sec),
+            counters: Counters::default(),
+            metrics: opts.metrics.for_service(&key),
+            zones: Mutex::new(HashMap::new()),
+            zone: ArcSwap::new(Arc::new(opts.zone.clone())),
+            epoch: Instant::now(),
+            task: Mutex::new(None),
+            id_prefix: rand::random(),
+            id_next: AtomicU64::new(0),
+            key,
+            watch,
+            opts,
+        }
+    }
+
+    /// A fresh request id: 32 hex digits, unique per client and call.
+    pub(crate) fn request_id(&self) -> HeaderValue {
+        let n = self.id_next.fetch_add(1, Ordering::Relaxed);
+        let text = format!("{:016x}{n:016x}", self.id_prefix);
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(text)).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    }
+
+    pub(crate) fn zone_counters(&self, zone: &str, locality: &str) -> (Arc<AtomicU64>, Counter) {
+        let label = format!("{zone} ({locality})");
+        let atomic = lock(&self.zones).entry(label).or_default().clone();
+        (atomic, self.metrics.zone_calls(zone, locality))
+    }
+
+    pub(crate) fn zone_calls(&self) -> BTreeMap<String, u64> {
+        lock(&self.zones).iter().map(|(z, n)| (z.clone(), n.load(Ordering::Relaxed))).collect()
+    }
+
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// One log line per (cause, endpoint) that failed since the last one: at most one per second.
+    pub(crate) fn log_failures<'a>(&self, members: impl IntoIterator<Item = &'a Arc<Member>>) {
+        for m in members {
+            for cause in Cause::all() {
+                let n = m.unlogged[cause.index()].swap(0, Ordering::Relaxed);
+                if n > 0 {
+                    warn!(service = %self.key, endpoint = %m.key, cause = cause.as_str(), failures = n, "attempts failed in the last second");
+                }
+            }
+        }
+        for cause in Cause::all() {
+            let n = self.counters.unlogged[cause.index()].swap(0, Ordering::Relaxed);
+            if n > 0 {
+                let members = self.members.load();
+                warn!(
+                    service = %self.key,
+                    k8s_service = %members.target,
+                    cause = cause.as_str(),
+                    calls = n,
+                    source = %members.source,
+                    known = members.known,
+                    "calls failed in the last second without an endpoint to try"
+                );
+            }
+        }
+    }
+
+    /// A call ended: count it by outcome.
+    pub(crate) fn call_ended(&self, result: Result<(), Cause>) {
+        match result {
+            Ok(()) => {
+                self.counters.ok.fetch_add(1, Ordering::Relaxed);
+                self.metrics.ok.inc();
+            }
+            Err(cause) => {
+                self.counters.failed[cause.index()].fetch_add(1, Ordering::Relaxed);
+                ServiceMetrics::by_cause(&self.metrics.failed, cause).inc();
+            }
+        }
+    }
+
+    /// Local zone first; all zones when no local endpoint is eligible or the local pick is
+    /// overloaded and a remote one is less loaded.
+    pub(crate) fn pick(&self, members: &Members, tried: &[EndpointKey], now: Instant) -> Option<Arc<Member>> {
+        let clock = Clock { now, now_ms: now.saturating_duration_since(self.epoch).as_millis() as u64 };
+        let mut rng = rand::rng();
+        let healthy = |m: &&Arc<Member>| !m.health.is_ejected(clock.now_ms);
+        if !members.local.is_empty()
+            && let Some(local) = pick::pick(&members.local, tried, clock, &mut rng).filter(healthy)
+        {
+            let load = local.in_flight.load(Ordering::Relaxed);
+            if load < self.opts.zone_spill_in_flight {
+                return Some(local.clone());
+            }
+            let any = pick::pick(&members.all, tried, clock, &mut rng);
+            return Some(match any {
+                Some(other) if other.in_flight.load(Ordering::Relaxed) < load => other.clone(),
+                _ => local.clone(),
+            });
+        }
+        pick::pick(&members.all, tried, clock, &mut rng).cloned()
+    }
+}
