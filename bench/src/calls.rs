@@ -93,7 +93,7 @@ where
 }
 
 fn request() -> tonic::Request<HelloRequest> {
-    tonic::Request::new(HelloRequest { name: "bench".into() })
+    tonic::Request::new(HelloRequest { name: "bench".into(), ..Default::default() })
 }
 
 /// One benchmark call: `true` when it succeeded.

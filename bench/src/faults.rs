@@ -90,7 +90,9 @@ impl Traffic {
                 tally.in_flight.fetch_add(1, Ordering::Relaxed);
                 tokio::spawn(async move {
                     let started = Instant::now();
-                    let result = client.say_hello(tonic::Request::new(HelloRequest { name: "faults".into() })).await;
+                    let result = client
+                        .say_hello(tonic::Request::new(HelloRequest { name: "faults".into(), ..Default::default() }))
+                        .await;
                     let now = Instant::now();
                     match result {
                         Ok(r) => {

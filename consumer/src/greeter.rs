@@ -52,15 +52,18 @@ impl Greeter {
     /// One `SayHello`.
     pub async fn say_hello(&self, name: &str) -> Result<Reply, tonic::Status> {
         let started = Instant::now();
-        let result = self.client.clone().say_hello(HelloRequest { name: name.to_owned() }).await.map(|r| {
-            let served = r.extensions().get::<Served>().cloned();
-            Reply {
-                reply: r.into_inner(),
-                endpoint: served.as_ref().map(|s| s.endpoint),
-                attempts: served.as_ref().map_or(1, |s| s.attempts),
-                latency: started.elapsed(),
-            }
-        });
+        let result =
+            self.client.clone().say_hello(HelloRequest { name: name.to_owned(), ..Default::default() }).await.map(
+                |r| {
+                    let served = r.extensions().get::<Served>().cloned();
+                    Reply {
+                        reply: r.into_inner(),
+                        endpoint: served.as_ref().map(|s| s.endpoint),
+                        attempts: served.as_ref().map_or(1, |s| s.attempts),
+                        latency: started.elapsed(),
+                    }
+                },
+            );
         self.stats.record(&result, started.elapsed());
         result
     }

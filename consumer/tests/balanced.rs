@@ -166,7 +166,7 @@ async fn the_calls_deadline_travels_as_grpc_timeout_and_bounds_the_call() {
     let slow = Server::start("slow", Script::Sleep(Duration::from_secs(5))).await;
     let g = client(&[slow.addr], options()).await;
     let mut c = GreeterServiceClient::new(g.balanced().clone());
-    let mut req = tonic::Request::new(HelloRequest { name: "x".into() });
+    let mut req = tonic::Request::new(HelloRequest { name: "x".into(), ..Default::default() });
     req.set_timeout(Duration::from_millis(300));
     let started = Instant::now();
     let err = c.say_hello(req).await.expect_err("too slow");
@@ -189,7 +189,7 @@ async fn the_calls_deadline_travels_as_grpc_timeout_and_bounds_the_call() {
     // A provider's CANCELLED at its deadline is reported as the caller's DEADLINE_EXCEEDED (the two
     // timers race under load); one well before the deadline is the provider's answer, passed on.
     slow.set(Script::Fail(tonic::Code::Cancelled, "cancelled by the application"));
-    let mut req = tonic::Request::new(HelloRequest { name: "x".into() });
+    let mut req = tonic::Request::new(HelloRequest { name: "x".into(), ..Default::default() });
     req.set_timeout(Duration::from_secs(5));
     let err = c.say_hello(req).await.expect_err("cancelled");
     assert_eq!((err.code(), err.message()), (tonic::Code::Cancelled, "cancelled by the application"));
@@ -441,21 +441,28 @@ async fn a_large_service_is_reached_through_a_subset() {
     assert_eq!(g.balanced().debug().members.len(), 4, "4 connections, not 12");
     assert_eq!(g.balanced().debug().candidates, 12);
     assert_eq!(by_instance(&g).len(), 4, "{:?}", by_instance(&g));
-    // Another client identity gets its own subset; together clients cover the service.
-    let other = client(
-        &addrs,
-        tweak(options(), |o| {
-            o.subset_size = 4;
-            o.client_id = Some("consumer-b".into());
-        }),
-    )
-    .await;
-    for _ in 0..50 {
+    // Other client identities get their own subsets. (The ports are random, so two identities share
+    // a subset once in C(12,4) = 495 runs: three all alike would be once in 245,025.)
+    let mut subsets = vec![members(&g)];
+    for id in ["consumer-b", "consumer-c"] {
+        let other = client(
+            &addrs,
+            tweak(options(), |o| {
+                o.subset_size = 4;
+                o.client_id = Some(id.into());
+            }),
+        )
+        .await;
         other.say_hello("x").await.expect("ok");
+        subsets.push(members(&other));
     }
-    let a: Vec<String> = by_instance(&g).into_keys().collect();
-    let b: Vec<String> = by_instance(&other).into_keys().collect();
-    assert_ne!(a, b, "different identities, different subsets");
+    assert!(subsets.iter().any(|s| *s != subsets[0]), "different identities, different subsets: {subsets:?}");
+}
+
+fn members(g: &Greeter) -> Vec<String> {
+    let mut m: Vec<String> = g.balanced().debug().members.into_iter().map(|m| m.endpoint).collect();
+    m.sort();
+    m
 }
 
 /// Two providers in zone-a, one in zone-b, served by the in-process API server with hints.

@@ -248,6 +248,7 @@ where
                 }
                 Some(Ok(event)) => event,
             };
+            crate::task::checkpoint(self.kind);
             match event {
                 WatchEvent::Added(o) | WatchEvent::Modified(o) => {
                     remember(rv, o.meta().resource_version.as_deref());

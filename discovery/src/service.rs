@@ -26,12 +26,19 @@ pub struct Binding {
     pub rule: MappingRule,
 }
 
-#[derive(Debug)]
 struct Inner {
     service: ServiceRef,
     rx: watch::Receiver<EndpointSet>,
     binding: watch::Receiver<Binding>,
     keep: Keep,
+    /// The hub's shared parts (its probe and zone follower included) live as long as any watch.
+    _hub: Arc<Registry>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner").field("service", &self.service).field("keep", &self.keep).finish()
+    }
 }
 
 #[derive(Debug)]
@@ -58,10 +65,16 @@ pub struct ServiceWatch {
 }
 
 impl ServiceWatch {
-    pub(crate) fn fixed(service: ServiceRef, target: Target, rule: MappingRule, res: Arc<Resolution>) -> Self {
+    pub(crate) fn fixed(
+        hub: Arc<Registry>,
+        service: ServiceRef,
+        target: Target,
+        rule: MappingRule,
+        res: Arc<Resolution>,
+    ) -> Self {
         let (tx, binding) = watch::channel(Binding { target, rule });
         let rx = res.rx.clone();
-        ServiceWatch { inner: Arc::new(Inner { service, rx, binding, keep: Keep::Fixed(res, tx) }) }
+        ServiceWatch { inner: Arc::new(Inner { service, rx, binding, keep: Keep::Fixed(res, tx), _hub: hub }) }
     }
 
     /// Maps by annotations now (waiting up to the cold-start timeout for the namespace's Services),
@@ -88,6 +101,7 @@ impl ServiceWatch {
         let (publisher, rx) = Publisher::new(crate::model::Source::Api, hub.versions.clone());
         let (binding_tx, binding) = watch::channel(Binding { target, rule });
         let restarts = hub.metrics.restarts("follow");
+        let keep_hub = hub.clone();
         let follow = Follow {
             hub,
             service: service.clone(),
@@ -105,7 +119,7 @@ impl ServiceWatch {
             index_open: true,
         };
         let task = crate::task::spawn("follow", service.to_string(), restarts, follow);
-        Ok(ServiceWatch { inner: Arc::new(Inner { service, rx, binding, keep: Keep::Task(task) }) })
+        Ok(ServiceWatch { inner: Arc::new(Inner { service, rx, binding, keep: Keep::Task(task), _hub: keep_hub }) })
     }
 
     /// The Dubbo identity.

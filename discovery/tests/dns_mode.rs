@@ -179,3 +179,48 @@ async fn a_missing_srv_record_is_counted_and_the_fallback_port_used() {
     tokio::time::sleep(Duration::from_millis(600)).await; // a few more rounds
     assert!(metrics.dns_failures("demo/greeter-service:tri", "no_srv") >= 2, "every round without SRV is counted");
 }
+
+/// A timing out while AAAA answers NODATA (every IPv4 cluster): the emptiness comes from the failed
+/// query, not from the Service. The last good answer stays, marked stale; the code of the last round
+/// published a live, empty set here and every call failed `no_endpoints`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_a_timeout_beside_an_aaaa_nodata_keeps_the_last_answer() {
+    init_tracing();
+    let dns = FakeDns::start(DOMAIN).await.expect("dns");
+    dns.set_addresses(FQDN, &[ip("10.244.2.1"), ip("10.244.2.2")], 1);
+    let mut cfg = dns_config(&dns);
+    cfg.dns.srv = false;
+    cfg.dns.timeout = Duration::from_millis(200);
+    cfg.dns.attempts = 1;
+    let d = start(&cfg, greeter(), Metrics::default()).await.expect("start");
+    wait_for(&d, 10, "two", |s| s.len() == 2 && !s.is_stale()).await;
+    dns.set_type_behaviour(RecordType::A, Behaviour::Silent);
+    let s = wait_for(&d, 10, "stale", |s| s.is_stale()).await;
+    assert_eq!(routable_keys(&s), ["10.244.2.1:50051", "10.244.2.2:50051"], "the last good answer stays");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let s = d.current();
+    assert!(s.is_stale() && s.len() == 2, "never a live empty set: {s:?}");
+    dns.set_type_behaviour(RecordType::A, Behaviour::Normal);
+    wait_for(&d, 10, "live again", |s| !s.is_stale() && s.len() == 2).await;
+}
+
+/// One SRV target whose address look-up fails: the round fails (the last good answer stays,
+/// stale) instead of publishing the set without that pod as if it were current.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_srv_target_whose_lookup_fails_fails_the_round() {
+    init_tracing();
+    let dns = FakeDns::start(DOMAIN).await.expect("dns");
+    dns.set_headless_service(FQDN, Some("tri"), 50051, &[ip("10.244.3.1"), ip("10.244.3.2")], 1);
+    let mut cfg = dns_config(&dns);
+    cfg.dns.timeout = Duration::from_millis(200);
+    cfg.dns.attempts = 1;
+    let d = start(&cfg, greeter(), Metrics::default()).await.expect("start");
+    wait_for(&d, 10, "two", |s| s.len() == 2 && !s.is_stale()).await;
+    dns.set_name_behaviour(&format!("10-244-3-2.{FQDN}"), Behaviour::Silent);
+    let s = wait_for(&d, 10, "stale", |s| s.is_stale()).await;
+    assert_eq!(s.len(), 2, "the pod whose address could not be looked up is not dropped: {s:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(d.current().len(), 2);
+    dns.set_name_behaviour(&format!("10-244-3-2.{FQDN}"), Behaviour::Normal);
+    wait_for(&d, 10, "live again", |s| !s.is_stale() && s.len() == 2).await;
+}

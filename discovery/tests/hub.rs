@@ -177,7 +177,8 @@ async fn rbac_is_checked_in_the_namespace_an_explicit_mapping_points_to() {
     let err = hub.service(greeter("1.0.0")).await.expect_err("denied in payments");
     assert!(matches!(&err, Error::Forbidden { namespace, .. } if namespace == "payments"), "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("watch endpointslices.discovery.k8s.io") && msg.contains("namespace: payments"), "{msg}");
+    assert!(msg.contains("watch endpointslices.discovery.k8s.io") && msg.contains("\"payments\""), "{msg}");
+    assert!(err.role().is_some_and(|r| r.contains("namespace: payments")));
     // Another identity in the default namespace is fine.
     hub.service(greeter("2.0.0")).await.expect("demo is allowed");
 }

@@ -3,10 +3,11 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use discovery::config::ConfigError;
-use discovery::config::env::{load_raw, parse_duration, parse_var};
+use discovery::config::env::{load_raw, parse_duration, parse_in_range, parse_var};
 use serde::Deserialize;
 
 use crate::telemetry::LogFormat;
@@ -30,6 +31,10 @@ pub struct ProviderConfig {
     pub drain: Duration,
     /// How long in-flight calls may take to finish after the drain before exiting anyway.
     pub shutdown_timeout: Duration,
+    /// Request ids kept to count calls executed twice (`PROVIDER_DUPLICATE_WINDOW`; 0: off).
+    pub duplicate_window: usize,
+    /// Append one line per execution here (`PROVIDER_EXECUTION_LOG`), for audits across instances.
+    pub execution_log: Option<PathBuf>,
     /// Log format.
     pub log_format: LogFormat,
 }
@@ -45,6 +50,8 @@ impl Default for ProviderConfig {
             ip: String::new(),
             drain: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(10),
+            duplicate_window: 10_000,
+            execution_log: None,
             log_format: LogFormat::Text,
         }
     }
@@ -61,6 +68,8 @@ struct Raw {
     ip: Option<String>,
     drain: Option<String>,
     shutdown_timeout: Option<String>,
+    duplicate_window: Option<String>,
+    execution_log: Option<String>,
     log_format: Option<String>,
 }
 
@@ -98,6 +107,11 @@ impl ProviderConfig {
             ip: raw.ip.filter(|s| !s.is_empty()).or_else(|| from_env("POD_IP")).unwrap_or(d.ip),
             drain: dur(raw.drain, "PROVIDER_DRAIN", d.drain)?,
             shutdown_timeout: dur(raw.shutdown_timeout, "PROVIDER_SHUTDOWN_TIMEOUT", d.shutdown_timeout)?,
+            duplicate_window: parse_var(raw.duplicate_window, "PROVIDER_DUPLICATE_WINDOW", |s| {
+                parse_in_range(s, 0, 10_000_000)
+            })?
+            .unwrap_or(d.duplicate_window),
+            execution_log: raw.execution_log.filter(|s| !s.is_empty()).map(PathBuf::from),
             log_format: parse_var(raw.log_format, "PROVIDER_LOG_FORMAT", str::parse)?.unwrap_or(d.log_format),
         })
     }

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::executions::{Executions, REQUEST_ID_HEADER};
 use crate::pb::greeter_service_server::GreeterService;
 use crate::pb::{HelloReply, HelloRequest, HelloStreamRequest, Instance};
 use crate::{GROUP_HEADER, INTERFACE, VERSION_HEADER};
@@ -55,17 +56,26 @@ pub fn code_label(code: tonic::Code) -> String {
     out
 }
 
+/// Largest `delay_ms` a call may ask for.
+pub const MAX_DELAY_MS: u32 = 10_000;
+
 /// Serves `org.apache.dubbo.demo.GreeterService` as one provider instance.
 #[derive(Clone, Debug)]
 pub struct Greeter {
     instance: Instance,
     metrics: CallMetrics,
+    executions: Executions,
+}
+
+fn request_id<T>(request: &Request<T>) -> Option<String> {
+    request.metadata().get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
 impl Greeter {
-    /// An instance that reports itself as `instance` in every reply.
-    pub fn new(instance: Instance, metrics: CallMetrics) -> Self {
-        Greeter { instance, metrics }
+    /// An instance that reports itself as `instance` in every reply and counts executions by
+    /// request id in `executions`.
+    pub fn new(instance: Instance, metrics: CallMetrics, executions: Executions) -> Self {
+        Greeter { instance, metrics, executions }
     }
 
     fn reply(&self, name: &str) -> HelloReply {
@@ -82,8 +92,21 @@ type ReplyStream = Pin<Box<dyn Stream<Item = Result<HelloReply, Status>> + Send>
 #[tonic::async_trait]
 impl GreeterService for Greeter {
     async fn say_hello(&self, request: Request<HelloRequest>) -> Result<Response<HelloReply>, Status> {
+        let id = request_id(&request);
+        let req = request.into_inner();
+        if req.delay_ms > MAX_DELAY_MS {
+            self.metrics.count("SayHello", tonic::Code::InvalidArgument);
+            return Err(Status::invalid_argument(format!(
+                "delay_ms must be at most {MAX_DELAY_MS} (got {})",
+                req.delay_ms
+            )));
+        }
+        self.executions.record(id.as_deref(), "SayHello", &req.name);
+        if req.delay_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(u64::from(req.delay_ms))).await;
+        }
         self.metrics.count("SayHello", tonic::Code::Ok);
-        Ok(Response::new(self.reply(&request.into_inner().name)))
+        Ok(Response::new(self.reply(&req.name)))
     }
 
     type SayHelloStreamStream = ReplyStream;
@@ -92,6 +115,7 @@ impl GreeterService for Greeter {
         &self,
         request: Request<HelloStreamRequest>,
     ) -> Result<Response<Self::SayHelloStreamStream>, Status> {
+        let id = request_id(&request);
         let req = request.into_inner();
         if req.count == 0 || req.count > MAX_STREAM_COUNT || req.interval_ms > 10_000 {
             self.metrics.count("SayHelloStream", tonic::Code::InvalidArgument);
@@ -100,6 +124,7 @@ impl GreeterService for Greeter {
                 req.count, req.interval_ms
             )));
         }
+        self.executions.record(id.as_deref(), "SayHelloStream", &req.name);
         self.metrics.count("SayHelloStream", tonic::Code::Ok);
         let (tx, rx) = mpsc::channel(16);
         let this = self.clone();

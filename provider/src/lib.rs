@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod executions;
 pub mod greeter;
 pub mod server;
 pub mod telemetry;

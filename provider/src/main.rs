@@ -14,6 +14,7 @@ async fn main() {
     telemetry::init(cfg.log_format);
     if let Err(e) = server::run(cfg, server::shutdown_signal()).await {
         tracing::error!(error = %e, "provider failed");
-        std::process::exit(1);
+        eprintln!("provider: {e}");
+        std::process::exit(e.exit_code());
     }
 }

@@ -22,6 +22,7 @@ use tracing::{info, warn};
 
 use crate::admin::{self, AdminState};
 use crate::config::ProviderConfig;
+use crate::executions::Executions;
 use crate::greeter::{CallMetrics, Greeter, identity_check};
 use crate::pb::Instance;
 use crate::pb::greeter_service_server::GreeterServiceServer;
@@ -41,9 +42,28 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The execution log cannot be opened for appending.
+    #[error("failed to open PROVIDER_EXECUTION_LOG={path:?}: {source}")]
+    ExecutionLog {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The Triple server failed.
     #[error("triple server failed: {0}")]
     Serve(#[source] tonic::transport::Error),
+}
+
+impl Error {
+    /// Exit code: 2 for what configuration can fix, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::ExecutionLog { .. } => 2,
+            _ => 1,
+        }
+    }
 }
 
 /// A running provider.
@@ -79,6 +99,8 @@ impl Provider {
 
         let mut registry = Registry::default();
         let metrics = CallMetrics::register(&mut registry);
+        let executions = Executions::new(cfg.duplicate_window, cfg.execution_log.as_deref(), &mut registry)
+            .map_err(|source| Error::ExecutionLog { path: cfg.execution_log.clone().unwrap_or_default(), source })?;
         let draining = Arc::new(AtomicBool::new(false));
         let instance = Instance {
             name: cfg.instance.clone(),
@@ -86,7 +108,7 @@ impl Provider {
             version: cfg.version.clone(),
             group: cfg.group.clone(),
         };
-        let greeter = GreeterServiceServer::new(Greeter::new(instance, metrics.clone()))
+        let greeter = GreeterServiceServer::new(Greeter::new(instance, metrics.clone(), executions))
             .accept_compressed(CompressionEncoding::Gzip)
             .send_compressed(CompressionEncoding::Gzip);
         let greeter = InterceptedService::new(greeter, identity_check(cfg.version.clone(), cfg.group.clone(), metrics));

@@ -32,7 +32,7 @@ async fn channel(addr: SocketAddr) -> Channel {
 }
 
 fn request(name: &str, version: Option<&str>, group: Option<&str>) -> tonic::Request<HelloRequest> {
-    let mut r = tonic::Request::new(HelloRequest { name: name.into() });
+    let mut r = tonic::Request::new(HelloRequest { name: name.into(), ..Default::default() });
     if let Some(v) = version {
         r.metadata_mut().insert(provider::VERSION_HEADER, v.parse().expect("ascii"));
     }

@@ -34,6 +34,9 @@ struct Zone {
     behaviour: Behaviour,
     /// Behaviour for one record type only (e.g. AAAA SERVFAIL while A answers).
     by_type: HashMap<RecordType, Behaviour>,
+    /// Behaviour for one name only (e.g. one SRV target's address look-up timing out); such a name
+    /// is also left out of SRV answers' additional section, so clients must ask for it.
+    by_name: HashMap<String, Behaviour>,
     negative_ttl: u32,
     domain: String,
 }
@@ -95,6 +98,7 @@ impl FakeDns {
             records: HashMap::new(),
             behaviour: Behaviour::Normal,
             by_type: HashMap::new(),
+            by_name: HashMap::new(),
             negative_ttl: 5,
             domain: key(domain),
         }));
@@ -162,6 +166,17 @@ impl FakeDns {
             z.by_type.remove(&t);
         } else {
             z.by_type.insert(t, b);
+        }
+    }
+
+    /// Changes how it answers queries for one name (`Normal` restores the default). An SRV answer
+    /// then carries no additional records for that name (clients must look it up, and that fails).
+    pub fn set_name_behaviour(&self, name_: &str, b: Behaviour) {
+        let mut z = self.lock();
+        if b == Behaviour::Normal {
+            z.by_name.remove(&key(name_));
+        } else {
+            z.by_name.insert(key(name_), b);
         }
     }
 
@@ -267,7 +282,12 @@ fn build(zone: &Mutex<Zone>, request: &Message) -> Option<Vec<u8>> {
     resp.metadata.authoritative = true;
     resp.metadata.recursion_desired = request.metadata.recursion_desired;
     resp.add_queries(request.queries.clone());
-    let behaviour = request.queries.first().and_then(|q| z.by_type.get(&q.query_type)).copied().unwrap_or(z.behaviour);
+    let behaviour = request
+        .queries
+        .first()
+        .and_then(|q| z.by_name.get(&key(&q.name.to_ascii())).or_else(|| z.by_type.get(&q.query_type)))
+        .copied()
+        .unwrap_or(z.behaviour);
     match behaviour {
         Behaviour::Silent => return None,
         Behaviour::ServFail => {
@@ -297,6 +317,9 @@ fn build(zone: &Mutex<Zone>, request: &Message) -> Option<Vec<u8>> {
                 for r in recs {
                     if let RData::SRV(srv) = &r.data {
                         let t = key(&srv.target.to_ascii());
+                        if z.by_name.contains_key(&t) {
+                            continue;
+                        }
                         for rt in [RecordType::A, RecordType::AAAA] {
                             if let Some(extra) = z.records.get(&(t.clone(), rt)) {
                                 resp.add_additionals(extra.iter().cloned());

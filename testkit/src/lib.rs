@@ -1,11 +1,14 @@
 //! Test servers that speak the real protocols on loopback sockets, for this crate's tests, the
 //! applications' tests and benchmarks: a Kubernetes API server (list/watch of EndpointSlices,
 //! Services, SelfSubjectAccessReviews) and an authoritative DNS server answering like CoreDNS.
-//! Both can be stopped, restarted and made to misbehave.
+//! Both can be stopped, restarted and made to misbehave. And a TCP proxy that resets connections
+//! in flight.
 
 pub mod api;
 pub mod dns;
+pub mod proxy;
 
 pub use api::{FakeApiServer, Misbehaviour, PodEndpoint, StoreSnapshot, endpoint_slice, service_object};
 pub use dns::{Behaviour, FakeDns};
 pub use hickory_proto::rr::RecordType;
+pub use proxy::ResetProxy;

@@ -59,7 +59,9 @@ struct Call {
 struct Failure {
     cause: Cause,
     member: Arc<Member>,
-    began_ms: u64,
+    /// Since when another endpoint's answer shows that this one's timeout is its own fault: the
+    /// attempt's start, less twice its length (at least a second).
+    others_since_ms: u64,
     detail: String,
     /// The provider's own UNAVAILABLE answer, passed on when it is not replayed.
     answer: Option<tonic::Status>,
@@ -237,8 +239,10 @@ impl Shared {
     async fn attempt(self: &Arc<Self>, call: &mut Call, member: Arc<Member>) -> Result<http::Response<Body>, Failure> {
         let now = Instant::now();
         let began_ms = self.now_ms();
-        let failure =
-            |cause, member: Arc<Member>, detail: String| Failure { cause, member, began_ms, detail, answer: None };
+        let failure = |cause, member: Arc<Member>, detail: String| {
+            let waited = (self.now_ms() - began_ms).max(1000);
+            Failure { cause, member, others_since_ms: began_ms.saturating_sub(2 * waited), detail, answer: None }
+        };
         let Some(request) = call.request(now) else {
             return Err(failure(
                 Cause::Transport,
@@ -307,7 +311,7 @@ impl Shared {
     fn judge(&self, call: &mut Call, f: Failure) -> Next {
         let cause = f.cause;
         ServiceMetrics::by_cause(&self.metrics.attempt_failed, cause).inc();
-        record_failure(self, &f.member, cause, f.began_ms, self.now_ms());
+        record_failure(self, &f.member, cause, f.others_since_ms, self.now_ms());
         call.tried.push(f.member.key);
         let at = f.member.key;
         let msg = format!(

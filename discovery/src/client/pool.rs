@@ -179,12 +179,14 @@ impl crate::task::Supervised for Updater {
         let mut flush = tokio::time::interval(Duration::from_secs(1));
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            crate::task::checkpoint("client");
             let event = tokio::select! {
                 u = self.updates.next() => Event::Update(u),
                 changed = zone_changed(&mut self.zone) => Event::Zone(changed),
                 _ = flush.tick() => Event::Tick,
             };
+            if matches!(event, Event::Update(Some(_))) {
+                crate::task::checkpoint("client");
+            }
             let Some(shared) = self.shared.upgrade() else { return };
             match event {
                 Event::Update(Some(update)) => self.apply(&shared, &update),
@@ -399,17 +401,17 @@ fn member(shared: &Shared, e: Arc<Endpoint>, initialized: bool, zone: Option<&st
 }
 
 /// Consecutive-failure bookkeeping shared by every call: a member failed with `cause`. A timeout
-/// counts against it only when another member answered since the attempt began (a black-holed
-/// endpoint among healthy ones), never when every endpoint is slow (a deadline too tight for the
-/// whole service is not one endpoint's fault).
-pub(crate) fn record_failure(shared: &Shared, m: &Member, cause: Cause, attempt_began_ms: u64, now_ms: u64) {
+/// counts against it only when another member answered since `others_since_ms` (about the time the
+/// attempt took, before it began): a black-holed endpoint among healthy ones, not a deadline too
+/// tight for the whole service, which is no one endpoint's fault.
+pub(crate) fn record_failure(shared: &Shared, m: &Member, cause: Cause, others_since_ms: u64, now_ms: u64) {
     m.unlogged[cause.index()].fetch_add(1, Ordering::Relaxed);
     if !cause.endpoint_fault() {
         return;
     }
     let members = shared.members.load();
     if cause.is_timeout()
-        && !members.all.iter().any(|o| o.key != m.key && o.answered_ms.load(Ordering::Relaxed) > attempt_began_ms)
+        && !members.all.iter().any(|o| o.key != m.key && o.answered_ms.load(Ordering::Relaxed) >= others_since_ms)
     {
         return;
     }

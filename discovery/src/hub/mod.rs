@@ -29,22 +29,16 @@ use registry::Registry;
 pub use zone::ZONE_LABEL;
 use zone::Zone;
 
-struct HubInner {
-    registry: Arc<Registry>,
-    zone: Zone,
-    _probe: Option<Probe>,
-}
-
 /// Service discovery for one process. Cheap to clone; everything it started stops when the last
 /// clone and the last [`ServiceWatch`] are gone.
 #[derive(Clone)]
 pub struct Discovery {
-    inner: Arc<HubInner>,
+    registry: Arc<Registry>,
 }
 
 impl std::fmt::Debug for Discovery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let cfg = &self.inner.registry.cfg;
+        let cfg = &self.registry.cfg;
         f.debug_struct("Discovery").field("mode", &cfg.mode).field("namespace", &cfg.namespace).finish()
     }
 }
@@ -101,10 +95,20 @@ impl Discovery {
             probe: probe.as_ref().map(|p| p.rx.clone()),
         };
         let zone = Zone::start(cfg, api_client, metrics.restarts("zone"));
-        let registry = Registry::new(cfg.clone(), metrics, client, resolver, family_policy(cfg), timings);
-        let hub = Discovery { inner: Arc::new(HubInner { registry: Arc::new(registry), zone, _probe: probe }) };
+        let family = family_policy(cfg);
+        let registry = Registry::new(registry::Parts {
+            cfg: cfg.clone(),
+            metrics,
+            client,
+            resolver,
+            family,
+            timings,
+            zone,
+            probe,
+        });
+        let hub = Discovery { registry: Arc::new(registry) };
         if cfg.mode == Mode::Api {
-            hub.inner.registry.check_namespace(&cfg.namespace).await?;
+            hub.registry.check_namespace(&cfg.namespace).await?;
         }
         Ok(hub)
     }
@@ -119,7 +123,7 @@ impl Discovery {
     /// Like [`Discovery::service`], with `namespace` instead of the configured one (for the naming
     /// rule and annotation look-ups; explicit mappings keep theirs).
     pub async fn service_in(&self, namespace: Option<&str>, service: ServiceRef) -> Result<ServiceWatch> {
-        let registry = &self.inner.registry;
+        let registry = &self.registry;
         let span = info_span!("discovery", service = %service, mode = ?registry.cfg.mode);
         let mut mapper = Mapper::from_config(&registry.cfg);
         if let Some(ns) = namespace {
@@ -130,16 +134,17 @@ impl Discovery {
 
     /// The configuration.
     pub fn config(&self) -> &DiscoveryConfig {
-        &self.inner.registry.cfg
+        &self.registry.cfg
     }
 
+    #[cfg(feature = "dubbo")]
     pub(crate) fn metrics(&self) -> &Metrics {
-        &self.inner.registry.metrics
+        &self.registry.metrics
     }
 
     /// The kube client (API mode).
     pub fn kube_client(&self) -> Option<&Client> {
-        self.inner.registry.client.as_ref().ok()
+        self.registry.client.as_ref().ok()
     }
 
     /// This process's zone: `DISCOVERY_ZONE`, else the `topology.kubernetes.io/zone` label of the
@@ -147,15 +152,15 @@ impl Discovery {
     /// look-up (at most `DISCOVERY_REQUEST_TIMEOUT`); a look-up that failed for a transient reason
     /// is retried in the background, and [`Discovery::zone_watch`] follows it.
     pub async fn zone(&self) -> Option<String> {
-        let mut tried = self.inner.zone.tried.clone();
-        let wait = self.inner.registry.cfg.api.request_timeout;
+        let mut tried = self.registry.zone.tried.clone();
+        let wait = self.registry.cfg.api.request_timeout;
         let _ = tokio::time::timeout(wait, tried.wait_for(|t| *t)).await;
-        self.inner.zone.rx.borrow().clone()
+        self.registry.zone.rx.borrow().clone()
     }
 
     /// This process's zone as it becomes known (see [`Discovery::zone`]).
     pub fn zone_watch(&self) -> watch::Receiver<Option<String>> {
-        self.inner.zone.rx.clone()
+        self.registry.zone.rx.clone()
     }
 }
 
@@ -186,20 +191,20 @@ async fn follow(registry: Arc<Registry>, service: ServiceRef, mapper: Mapper) ->
             crate::source::fixed::check_resolvable(&registry.cfg.static_endpoints, registry.cfg.api.request_timeout)
                 .await?;
             let res = registry.static_resolution(&target);
-            Ok(ServiceWatch::fixed(service, target, rule, res))
+            Ok(ServiceWatch::fixed(registry.clone(), service, target, rule, res))
         }
         Mode::Dns => {
             let (target, rule) = mapper.resolve(&service)?;
             let res = registry.dns_resolution(&target)?;
             info!(k8s_service = %target, rule = ?rule, "discovery started");
-            Ok(ServiceWatch::fixed(service, target, rule, res))
+            Ok(ServiceWatch::fixed(registry.clone(), service, target, rule, res))
         }
         Mode::Api => {
             if let Some(target) = mapper.explicit(&service) {
                 registry.check_namespace(&target.namespace).await?;
                 let res = registry.api_resolution(&target).await;
                 info!(k8s_service = %target, rule = ?MappingRule::Explicit, "discovery started");
-                return Ok(ServiceWatch::fixed(service, target, MappingRule::Explicit, res));
+                return Ok(ServiceWatch::fixed(registry.clone(), service, target, MappingRule::Explicit, res));
             }
             let namespace = mapper.namespace().to_owned();
             registry.check_namespace(&namespace).await?;
@@ -213,7 +218,7 @@ async fn follow(registry: Arc<Registry>, service: ServiceRef, mapper: Mapper) ->
                     let (target, rule) = mapper.resolve(&service)?;
                     let res = registry.api_resolution(&target).await;
                     info!(k8s_service = %target, rule = ?rule, "discovery started");
-                    Ok(ServiceWatch::fixed(service, target, rule, res))
+                    Ok(ServiceWatch::fixed(registry.clone(), service, target, rule, res))
                 }
             }
         }

@@ -32,6 +32,18 @@ struct State {
     checked: HashSet<String>,
 }
 
+/// What a registry is made of.
+pub(crate) struct Parts {
+    pub cfg: DiscoveryConfig,
+    pub metrics: Metrics,
+    pub client: std::result::Result<Client, String>,
+    pub resolver: std::result::Result<TokioResolver, String>,
+    pub family: FamilyPolicy,
+    pub timings: Timings,
+    pub zone: super::zone::Zone,
+    pub probe: Option<super::probe::Probe>,
+}
+
 /// The shared parts of one hub.
 pub(crate) struct Registry {
     pub cfg: DiscoveryConfig,
@@ -44,17 +56,14 @@ pub(crate) struct Registry {
     pub family: FamilyPolicy,
     pub timings: Timings,
     state: Mutex<State>,
+    /// Held here, not by the hub handle: a [`crate::ServiceWatch`] keeps them running too.
+    pub(crate) zone: super::zone::Zone,
+    _probe: Option<super::probe::Probe>,
 }
 
 impl Registry {
-    pub(crate) fn new(
-        cfg: DiscoveryConfig,
-        metrics: Metrics,
-        client: std::result::Result<Client, String>,
-        resolver: std::result::Result<TokioResolver, String>,
-        family: FamilyPolicy,
-        timings: Timings,
-    ) -> Self {
+    pub(crate) fn new(parts: Parts) -> Self {
+        let Parts { cfg, metrics, client, resolver, family, timings, zone, probe } = parts;
         Registry {
             cfg,
             metrics,
@@ -64,6 +73,8 @@ impl Registry {
             family,
             timings,
             state: Mutex::new(State::default()),
+            zone,
+            _probe: probe,
         }
     }
 
