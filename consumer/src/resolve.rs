@@ -28,6 +28,9 @@ pub fn table(d: &ServiceWatch, set: &EndpointSet) -> String {
         set.len(),
         set.routable_len()
     );
+    if let Some(problem) = d.problem() {
+        out.push_str(&format!("PROBLEM: {problem}\n"));
+    }
     out.push_str(&format!(
         "{:<40} {:<6} {:<28} {:<10} {:<8} {:<6} {:<6} {:<8} {:<12} {}\n",
         "ADDRESS", "PORT", "NAME", "NODE", "ZONE", "WEIGHT", "READY", "SERVING", "TERMINATING", "ROUTABLE"

@@ -40,6 +40,7 @@ mod listwatch;
 pub mod mapping;
 pub mod metrics;
 pub mod model;
+mod outage;
 mod publish;
 mod rbac;
 mod resolution;

@@ -28,7 +28,7 @@ use futures::StreamExt;
 use kube::api::{Api, ListParams, WatchEvent, WatchParams};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::backoff::Backoff;
 use crate::config::BackoffConfig;
@@ -49,6 +49,8 @@ pub(crate) struct Timings {
     pub backoff: BackoffConfig,
     /// The hub's probe: the API server's current failure to answer (`None`: it answers).
     pub probe: Option<watch::Receiver<Option<ProbeFailure>>>,
+    /// The hub's one account of API outages.
+    pub outage: crate::outage::OutageLog,
 }
 
 /// The hub's probe found the API server not answering.
@@ -125,6 +127,7 @@ where
             suspect = None;
             handler.reset(items);
             handler.live();
+            self.timings.outage.answered();
             last_data = Instant::now();
             loop {
                 let end = self.watch(handler, &mut rv, &mut last_data, &mut backoff).await;
@@ -152,7 +155,7 @@ where
     }
 
     fn fail(&self, handler: &mut impl Handler<K>, reason: &str, since: Instant, error: &str) {
-        warn!(what = %self.what, reason, error, "kubernetes API unavailable; keeping the last known state");
+        self.timings.outage.failed(&self.what, reason, error);
         self.metrics.watch_restart(&self.what, reason);
         handler.failing(since, error);
     }

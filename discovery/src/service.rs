@@ -19,11 +19,21 @@ use crate::wait;
 
 /// Where a service is bound now.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Binding {
     /// The Kubernetes Service.
     pub target: Target,
     /// How it was chosen.
     pub rule: MappingRule,
+    /// What is wrong with it, when something is: a target Service that does not exist, with what
+    /// might have been meant instead.
+    pub problem: Option<String>,
+}
+
+impl Binding {
+    pub(crate) fn new(target: Target, rule: MappingRule) -> Self {
+        Binding { target, rule, problem: None }
+    }
 }
 
 struct Inner {
@@ -72,7 +82,7 @@ impl ServiceWatch {
         rule: MappingRule,
         res: Arc<Resolution>,
     ) -> Self {
-        let (tx, binding) = watch::channel(Binding { target, rule });
+        let (tx, binding) = watch::channel(Binding::new(target, rule));
         let rx = res.rx.clone();
         ServiceWatch { inner: Arc::new(Inner { service, rx, binding, keep: Keep::Fixed(res, tx), _hub: hub }) }
     }
@@ -95,11 +105,11 @@ impl ServiceWatch {
             );
         }
         let mut warned = Warned::default();
-        let (target, rule) = choose(&mapper, &service, &index_rx.borrow_and_update(), &mut warned, &hub)?;
+        let (target, rule, problem) = choose(&mapper, &service, &index_rx.borrow_and_update(), &mut warned, &hub)?;
         let res = hub.api_resolution(&target).await;
         info!(k8s_service = %target, rule = ?rule, "discovery started");
         let (publisher, rx) = Publisher::new(crate::model::Source::Api, hub.versions.clone());
-        let (binding_tx, binding) = watch::channel(Binding { target, rule });
+        let (binding_tx, binding) = watch::channel(Binding { target, rule, problem });
         let restarts = hub.metrics.restarts("follow");
         let keep_hub = hub.clone();
         let follow = Follow {
@@ -135,6 +145,11 @@ impl ServiceWatch {
     /// How the target was chosen.
     pub fn rule(&self) -> MappingRule {
         self.inner.binding.borrow().rule
+    }
+
+    /// What is wrong with the binding now, if anything (see [`Binding::problem`]).
+    pub fn problem(&self) -> Option<String> {
+        self.inner.binding.borrow().problem.clone()
     }
 
     /// A receiver of the binding, which changes when annotations move the service.
@@ -211,16 +226,18 @@ impl Updates {
 struct Warned {
     tie: Vec<String>,
     bad_port: Option<String>,
+    missing: Option<String>,
 }
 
-/// The target of `service` now: annotations first, else the naming rule.
+/// The target of `service` now: annotations first, else the naming rule; and, for the rule, what is
+/// wrong when its Service does not exist (warned once per target).
 fn choose(
     mapper: &Mapper,
     service: &ServiceRef,
     index: &IndexState,
     warned: &mut Warned,
     hub: &Registry,
-) -> Result<(Target, MappingRule)> {
+) -> Result<(Target, MappingRule, Option<String>)> {
     let pairs = index.services.values().map(|s| (s.name.as_str(), &s.annotations));
     if let Some(choice) = mapper.by_annotations(service, pairs) {
         if !choice.tied_with.is_empty() && warned.tie != choice.tied_with {
@@ -243,15 +260,45 @@ fn choose(
             hub.metrics.mapping_warning("invalid_port");
         }
         warned.bad_port.clone_from(&choice.bad_port);
-        return Ok((choice.target, MappingRule::Annotation));
+        return Ok((choice.target, MappingRule::Annotation, None));
     }
-    Ok((mapper.by_rule(service)?, MappingRule::Template))
+    let target = mapper.by_rule(service)?;
+    let problem = missing_service(mapper, service, index, &target);
+    if let Some(p) = &problem
+        && warned.missing.as_ref() != Some(&target.service)
+    {
+        warn!(k8s_service = %target, "{p}");
+        hub.metrics.mapping_warning("missing_service");
+    }
+    warned.missing = problem.as_ref().map(|_| target.service.clone());
+    Ok((target, MappingRule::Template, problem))
+}
+
+/// When the namespace's Services are known and the naming rule's target is not among them: says
+/// so, with the rule and what might have been meant.
+fn missing_service(mapper: &Mapper, service: &ServiceRef, index: &IndexState, target: &Target) -> Option<String> {
+    if !index.loaded || index.disabled.is_some() || index.services.contains_key(&target.service) {
+        return None;
+    }
+    let pairs = index.services.values().map(|s| (s.name.as_str(), &s.annotations));
+    let misses = mapper.near_misses(service, pairs);
+    let hint = if misses.is_empty() {
+        "no explicit mapping and no annotated Service names this interface".to_owned()
+    } else {
+        format!("for this interface: {}", misses.join("; "))
+    };
+    Some(format!(
+        "the Service {target} does not exist: {service} matched no explicit mapping (DISCOVERY_MAPPINGS) and no \
+         dubbo.apache.org annotation, so the naming rule (DISCOVERY_SERVICE_TEMPLATE) chose it; {hint}. Calls \
+         fail until it exists: check the version and group asked for, or map them"
+    ))
 }
 
 /// A re-target waiting for the new Service's first answer.
 struct Switch {
     target: Target,
     rule: MappingRule,
+    problem: Option<String>,
     res: Arc<Resolution>,
     rx: watch::Receiver<EndpointSet>,
     deadline: Instant,
@@ -291,7 +338,7 @@ impl crate::task::Supervised for Follow {
                 self.bound = s.res;
                 self.bound_rx = s.rx;
                 self.generation += 1;
-                self.binding_tx.send_replace(Binding { target: s.target, rule: s.rule });
+                self.binding_tx.send_replace(Binding { target: s.target, rule: s.rule, problem: s.problem });
             }
             {
                 let set = self.bound_rx.borrow_and_update().clone();
@@ -326,7 +373,7 @@ impl Follow {
     /// The namespace's Services changed: follow the mapping where it now points.
     async fn remap(&mut self) {
         let index = self.index_rx.borrow_and_update().clone();
-        let (target, rule) = match choose(&self.mapper, &self.service, &index, &mut self.warned, &self.hub) {
+        let (target, rule, problem) = match choose(&self.mapper, &self.service, &index, &mut self.warned, &self.hub) {
             Ok(chosen) => chosen,
             Err(e) => {
                 warn!(error = %e, "the mapping has no target now; keeping the current one");
@@ -343,10 +390,13 @@ impl Follow {
                 let rx = res.rx.clone();
                 let deadline = Instant::now() + self.hub.cfg.api.cold_start_timeout;
                 info!(from = %current.target, to = %target, "the service moved; waiting for the new Service's endpoints");
-                self.switch = Some(Switch { target, rule, res, rx, deadline });
+                self.switch = Some(Switch { target, rule, problem, res, rx, deadline });
             }
-        } else if target == current.target && rule != current.rule {
-            self.binding_tx.send_modify(|b| b.rule = rule);
+        } else if target == current.target && (rule != current.rule || problem != current.problem) {
+            self.binding_tx.send_modify(|b| {
+                b.rule = rule;
+                b.problem = problem;
+            });
         }
     }
 }

@@ -87,3 +87,54 @@ async fn dubbo_registry_subscription_lists_provider_urls() {
     assert!(matches!(&got[0], ServiceChange::Remove(u) if u.contains("10.1.0.1:50051")), "{got:?}");
     assert!(matches!(&got[1], ServiceChange::Insert(u, ()) if u.contains("10.1.0.2:50051")), "{got:?}");
 }
+
+/// dubbo makes one subscription per directory: two subscriptions of one interface are two, and
+/// unsubscribing one leaves the other updating. (The code of the last round kept subscriptions by
+/// interface: the second replaced the first, whose stream then ended with annotations on, and the
+/// one unsubscribe removed the shared entry.)
+#[cfg(feature = "dubbo")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dubbo_subscriptions_of_one_interface_are_independent() {
+    use dubbo::extension::registry_extension::{DiscoverStream, Registry, ServiceChange};
+    use dubbo_k8s_discovery::adapter::dubbo::KubernetesRegistry;
+
+    init_tracing();
+    let api = FakeApiServer::start().await.expect("api");
+    let dns = FakeDns::start(DOMAIN).await.expect("dns");
+    api.apply_service(
+        NS,
+        testkit::service_object(
+            "greeter-v1",
+            &[
+                ("dubbo.apache.org/interface", "org.apache.dubbo.demo.GreeterService"),
+                ("dubbo.apache.org/version", "1.0.0"),
+            ],
+            None,
+            ("tri", 50051),
+        ),
+    );
+    apply(&api, "s1", "greeter-v1", &[PodEndpoint::ready("10.1.0.1", "a")]);
+    let hub = dubbo_k8s_discovery::Discovery::new(&api_config(&api, &dns), Metrics::default()).await.expect("hub");
+    let registry = KubernetesRegistry::new("kubernetes://demo?version=1.0.0".parse().expect("url"), hub);
+    let url = |dir: &str| -> dubbo::Url {
+        format!("consumer://127.0.0.1:8888/org.apache.dubbo.demo.GreeterService?interface=org.apache.dubbo.demo.GreeterService&dir={dir}")
+            .parse()
+            .expect("url")
+    };
+    let next = async |rx: &mut DiscoverStream| -> ServiceChange {
+        tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("in time").expect("open").expect("ok")
+    };
+    let mut first = registry.subscribe(url("one")).await.expect("subscribe");
+    let mut second = registry.subscribe(url("two")).await.expect("subscribe");
+    for rx in [&mut first, &mut second] {
+        assert!(matches!(next(rx).await, ServiceChange::Insert(u, ()) if u.contains("10.1.0.1:50051")));
+    }
+    registry.unsubscribe(url("two")).await.expect("unsubscribe");
+    apply(&api, "s1", "greeter-v1", &[PodEndpoint::ready("10.1.0.1", "a"), PodEndpoint::ready("10.1.0.2", "b")]);
+    assert!(
+        matches!(next(&mut first).await, ServiceChange::Insert(u, ()) if u.contains("10.1.0.2:50051")),
+        "the first subscription still follows the service"
+    );
+    let ended = tokio::time::timeout(Duration::from_secs(5), second.recv()).await.expect("the second ends");
+    assert!(ended.is_none(), "the unsubscribed one ended: {ended:?}");
+}

@@ -195,3 +195,84 @@ async fn without_permission_on_services_the_naming_rule_applies_without_a_watch(
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(api.lists(), 1, "only the EndpointSlices are listed: no Service watch retrying a 403");
 }
+
+/// A zone look-up that fails for a transient reason (here: the API server does not answer in time)
+/// is tried again, and the zone becomes known to whoever follows it. The code of the last round
+/// cached "no zone" for the life of the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zone_lookup_that_timed_out_is_tried_again() {
+    let (api, dns) = servers().await;
+    api.apply_node("node-a", &[(dubbo_k8s_discovery::ZONE_LABEL, "zone-a")]);
+    let mut cfg = api_config(&api, &dns);
+    cfg.locality.node_name = Some("node-a".into());
+    cfg.api.rbac_check = false;
+    cfg.api.probe_interval = Duration::ZERO;
+    cfg.api.request_timeout = Duration::from_millis(300);
+    api.freeze();
+    let hub = Discovery::new(&cfg, Metrics::default()).await.expect("hub");
+    assert_eq!(hub.zone().await, None, "the first look-up timed out");
+    api.thaw();
+    let mut rx = hub.zone_watch();
+    tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|z| z.as_deref() == Some("zone-a")))
+        .await
+        .expect("the zone becomes known once the API answers")
+        .expect("followed");
+    assert_eq!(hub.zone().await.as_deref(), Some("zone-a"));
+}
+
+/// The gauges of a Service nobody follows any more are removed: a stale value above zero would page
+/// someone for ever. (The code of the last round never removed a series.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_service_takes_its_gauges_with_it() {
+    let (api, dns) = servers().await;
+    apply(&api, "greeter-service-a", "greeter-service", &pods("g", 1, 2));
+    let metrics = Metrics::default();
+    let mut cfg = api_config(&api, &dns);
+    cfg.api.annotations = false;
+    let hub = Discovery::new(&cfg, metrics.clone()).await.expect("hub");
+    let d = hub.service(greeter("1.0.0")).await.expect("watch");
+    wait_for(&d, 10, "two", |s| s.len() == 2).await;
+    let key = d.target().to_string();
+    assert!(metrics.exports(&key), "exported while followed");
+    drop(d);
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while metrics.exports(&key) && std::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!metrics.exports(&key), "removed once nobody follows {key}");
+}
+
+/// A reference that matches no explicit mapping and no annotation falls to the naming rule; when
+/// that Service does not exist, it is said once, with the rule that chose it and what might have
+/// been meant (here: a mapping and an annotated Service for version 1.0.0, asked without a
+/// version). The code of the last round said nothing: calls just failed `no_endpoints`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_service_that_does_not_exist_is_explained() {
+    let (api, dns) = servers().await;
+    api.apply_service(NS, annotated("greeter-v1", &declares("1.0.0")));
+    let metrics = Metrics::default();
+    let mut cfg = api_config(&api, &dns);
+    cfg.mappings =
+        dubbo_k8s_discovery::mapping::parse_mappings("org.apache.dubbo.demo.GreeterService:1.0.0=greeter-v1")
+            .expect("mapping");
+    let d = start(&cfg, ServiceRef::new("org.apache.dubbo.demo.GreeterService"), metrics.clone()).await.expect("start");
+    assert_eq!(d.rule(), MappingRule::Template);
+    let problem = d.problem().expect("explained");
+    for words in [
+        "demo/greeter-service:tri does not exist",
+        "naming rule",
+        "DISCOVERY_MAPPINGS has org.apache.dubbo.demo.GreeterService:1.0.0 -> greeter-v1",
+        "Service greeter-v1 declares it with version 1.0.0",
+    ] {
+        assert!(problem.contains(words), "{words:?} in {problem}");
+    }
+    assert_eq!(metrics.mapping_warnings("missing_service"), 1);
+    // The Service appears: the problem goes.
+    api.apply_service(NS, annotated("greeter-service", &[]));
+    let mut binding = d.binding();
+    tokio::time::timeout(Duration::from_secs(10), binding.wait_for(|b| b.problem.is_none()))
+        .await
+        .expect("cleared")
+        .expect("open");
+    assert_eq!(metrics.mapping_warnings("missing_service"), 1, "said once");
+}

@@ -25,9 +25,15 @@ impl FromStr for LogFormat {
     }
 }
 
-/// Installs the global subscriber: `RUST_LOG` filter (default `info`), text or JSON, to stderr.
+/// The filter when `RUST_LOG` is unset: `info`, without kube's per-request error lines (discovery
+/// reports an API outage itself: one line when it starts, a summary a minute, one when it ends;
+/// `RUST_LOG=info,kube_client=debug` brings kube's back).
+pub const DEFAULT_FILTER: &str = "info,kube_client::client::builder=off";
+
+/// Installs the global subscriber: `RUST_LOG` filter (default [`DEFAULT_FILTER`]), text or JSON, to
+/// stderr.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),

@@ -410,3 +410,63 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn any_duration() -> impl Strategy<Value = Duration> {
+        prop_oneof![
+            Just(Duration::ZERO),
+            Just(Duration::MAX),
+            (0u64..100_000_000_000).prop_map(Duration::from_nanos),
+            any::<u64>().prop_map(Duration::from_secs),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the options, checking them answers; and options that pass can be used: retries
+        /// index a bounded list, durations add to an Instant without overflow, weights divide.
+        #[test]
+        fn any_options_validate_or_are_refused_never_panic(
+            retries in any::<u32>(),
+            budget in any::<f64>(),
+            min_weight in any::<f64>(),
+            deadline in any_duration(),
+            connect in any_duration(),
+            slow in any_duration(),
+            grace in any_duration(),
+            base in any_duration(),
+            max in any_duration(),
+            percent in any::<u8>(),
+            spill in any::<usize>(),
+            subset in any::<usize>(),
+        ) {
+            let mut o = ClientOptions {
+                retries,
+                retry_budget: budget,
+                slow_start_min_weight: min_weight,
+                default_deadline: deadline,
+                connect_timeout: connect,
+                slow_start: slow,
+                departed_grace: grace,
+                zone_spill_in_flight: spill,
+                subset_size: subset,
+                ..ClientOptions::default()
+            };
+            o.outlier.base_ejection = base;
+            o.outlier.max_ejection = max;
+            o.outlier.max_ejected_percent = percent;
+            if o.validate().is_ok() {
+                prop_assert!(o.retries <= MAX_RETRIES);
+                let now = std::time::Instant::now();
+                for d in [o.default_deadline, o.connect_timeout, o.slow_start, o.departed_grace, o.outlier.max_ejection] {
+                    prop_assert!(now.checked_add(d).is_some());
+                }
+                prop_assert!(o.slow_start_min_weight > 0.0 && o.slow_start_min_weight <= 1.0);
+                prop_assert!(o.zone_spill_in_flight >= 1 && !o.default_deadline.is_zero());
+            }
+        }
+    }
+}

@@ -666,3 +666,102 @@ mod tests {
         assert!(parse_static("10.0.0.1:0", 1).is_err());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Every variable this crate reads.
+    const VARIABLES: &[&str] = &[
+        "MODE",
+        "NAMESPACE",
+        "PORT",
+        "FALLBACK_PORT",
+        "MAPPINGS",
+        "SERVICE_TEMPLATE",
+        "STATIC_ENDPOINTS",
+        "IP_FAMILY",
+        "DNS_SERVER",
+        "CLUSTER_DOMAIN",
+        "DNS_SRV",
+        "DNS_TTL_FLOOR",
+        "DNS_TTL_CEILING",
+        "DNS_TIMEOUT",
+        "DNS_ATTEMPTS",
+        "API_SERVER",
+        "ANNOTATIONS",
+        "RBAC_CHECK",
+        "WATCH_TIMEOUT",
+        "WATCH_IDLE_TIMEOUT",
+        "REQUEST_TIMEOUT",
+        "API_PROBE_INTERVAL",
+        "PAGE_SIZE",
+        "FAILOVER",
+        "MAX_STALE",
+        "COLD_START_TIMEOUT",
+        "RECOVERY_HOLD",
+        "ALLOW_LOOPBACK",
+        "BACKOFF_MIN",
+        "BACKOFF_MAX",
+        "ZONE",
+        "NODE_NAME",
+        "POD_IP",
+    ];
+
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            ".{0,24}",
+            "[0-9]{1,22}(ms|s|m|h)?",
+            Just("0s".to_owned()),
+            Just("9999999999999999h".to_owned()),
+            Just("api".to_owned()),
+        ]
+    }
+
+    fn any_duration() -> impl Strategy<Value = Duration> {
+        prop_oneof![Just(Duration::ZERO), Just(Duration::MAX), any::<u64>().prop_map(Duration::from_millis)]
+    }
+
+    proptest! {
+        /// Any value of any variable: a configuration or an error naming the variable, never a panic.
+        #[test]
+        fn any_environment_parses_or_names_the_variable(var in 0..VARIABLES.len(), v in value()) {
+            let name = format!("DISCOVERY_{}", VARIABLES[var]);
+            let vars: HashMap<String, String> = [(name.clone(), v)].into_iter().collect();
+            if let Err(e) = DiscoveryConfig::from_vars(&vars) {
+                prop_assert!(e.to_string().contains("DISCOVERY_"), "{e}");
+            }
+        }
+
+        /// A configuration built in code, with any durations: validation refuses what would make a
+        /// loop spin (below its floor) or a deadline overflow; what it accepts can be added to now.
+        #[test]
+        fn any_configuration_in_code_is_checked(
+            backoff_min in any_duration(),
+            backoff_max in any_duration(),
+            idle in any_duration(),
+            request in any_duration(),
+            probe in any_duration(),
+            stale in any_duration(),
+            floor in any_duration(),
+            page in any::<u32>(),
+        ) {
+            let mut c = DiscoveryConfig { backoff: BackoffConfig { min: backoff_min, max: backoff_max }, ..DiscoveryConfig::default() };
+            c.api.watch_idle_timeout = idle;
+            c.api.request_timeout = request;
+            c.api.probe_interval = probe;
+            c.api.max_stale = stale;
+            c.dns.ttl_floor = floor;
+            c.api.page_size = page;
+            if c.validate().is_ok() {
+                prop_assert!(c.backoff.min >= Duration::from_millis(10), "no zero-delay retry loop");
+                prop_assert!(c.api.watch_idle_timeout > c.api.request_timeout, "no relist loop");
+                prop_assert!(c.dns.ttl_floor >= Duration::from_millis(100));
+                prop_assert!(c.api.probe_interval.is_zero() || c.api.probe_interval >= Duration::from_millis(100));
+                let now = std::time::Instant::now();
+                prop_assert!(now.checked_add(c.api.max_stale).is_some() && now.checked_add(c.backoff.max).is_some());
+            }
+        }
+    }
+}

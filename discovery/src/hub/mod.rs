@@ -93,6 +93,7 @@ impl Discovery {
             page_size: cfg.api.page_size,
             backoff: cfg.backoff,
             probe: probe.as_ref().map(|p| p.rx.clone()),
+            outage: crate::outage::OutageLog::default(),
         };
         let zone = Zone::start(cfg, api_client, metrics.restarts("zone"));
         let family = family_policy(cfg);

@@ -323,6 +323,36 @@ impl Mapper {
         })
     }
 
+    /// What might have been meant when `service` matched nothing but the naming rule: explicit
+    /// mappings and annotated Services (`(name, annotations)` of one namespace) for the same
+    /// interface with another version or group.
+    pub fn near_misses<'a>(
+        &self,
+        service: &ServiceRef,
+        services: impl IntoIterator<Item = (&'a str, &'a BTreeMap<String, String>)>,
+    ) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .mappings
+            .iter()
+            .filter(|m| m.service.interface == service.interface && m.service != *service)
+            .map(|m| format!("DISCOVERY_MAPPINGS has {} -> {}", m.service, m.target))
+            .collect();
+        for (name, ann) in services {
+            let declares = ann
+                .get(ANNOTATION_INTERFACE)
+                .is_some_and(|i| i.split(',').map(str::trim).any(|i| i == service.interface));
+            if declares {
+                let get = |k: &str| ann.get(k).map_or("none", String::as_str).to_owned();
+                out.push(format!(
+                    "Service {name} declares it with version {} and group {}",
+                    get(ANNOTATION_VERSION),
+                    get(ANNOTATION_GROUP)
+                ));
+            }
+        }
+        out
+    }
+
     /// Explicit mapping, else the naming rule (annotations are the API source's business, in between).
     pub fn resolve(&self, service: &ServiceRef) -> Result<(Target, MappingRule), MappingError> {
         match self.explicit(service) {
