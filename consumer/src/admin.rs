@@ -118,7 +118,7 @@ pub fn endpoints_json(d: &ServiceWatch, in_flight: Option<&HashMap<EndpointKey, 
         "stale": set.is_stale(),
         "stale_for_ms": set.stale_for(Instant::now()).as_millis() as u64,
         "published_ms_ago": age_ms,
-        "prefer_close": set.prefer_close,
+        "traffic_distribution": set.traffic,
         "endpoints": endpoints,
     })
 }

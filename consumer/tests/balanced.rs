@@ -630,3 +630,54 @@ async fn an_empty_set_and_a_cold_start_fail_with_a_clear_error() {
     assert!(started.elapsed() < Duration::from_secs(1));
     assert_eq!(g.balanced().stats().failed.get("not_ready").copied(), Some(1));
 }
+
+/// `trafficDistribution: PreferSameNode`: calls stay on the client's node, then its zone, then go
+/// anywhere (the code of the last round knew only PreferClose and ignored this).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefer_same_node_keeps_calls_on_the_node_then_in_the_zone() {
+    let servers = vec![
+        Server::start("a1", Script::Ok).await,
+        Server::start("a2", Script::Ok).await,
+        Server::start("b1", Script::Ok).await,
+    ];
+    let api = FakeApiServer::start().await.expect("api");
+    let dns = FakeDns::start("cluster.local").await.expect("dns");
+    let mut svc = service_object("greeter-service", &[], Some("10.96.0.9"), ("tri", 50051));
+    svc["spec"]["trafficDistribution"] = serde_json::json!("PreferSameNode");
+    api.apply_service("demo", svc);
+    for (s, (name, zone)) in servers.iter().zip([("a1", "zone-a"), ("a2", "zone-a"), ("b1", "zone-b")]) {
+        let pod = PodEndpoint::ready("127.0.0.1", name).located(&format!("node-{name}"), zone);
+        api.apply_slice(
+            "demo",
+            endpoint_slice(&format!("s-{name}"), "greeter-service", "IPv4", &[("tri", s.addr.port())], &[pod]),
+        );
+    }
+    api.apply_node("node-a1", &[("topology.kubernetes.io/zone", "zone-a")]);
+    let mut cfg = DiscoveryConfig { mode: Mode::Api, namespace: "demo".into(), ..DiscoveryConfig::default() };
+    cfg.api.server = Some(api.url());
+    cfg.api.allow_loopback = true;
+    cfg.dns.server = Some(dns.addr());
+    cfg.locality.node_name = Some("node-a1".into());
+    let hub = Discovery::new(&cfg, Metrics::default()).await.expect("hub");
+    let mut opts = idempotent(tweak(options(), |o| o.zone_aware = true));
+    opts.outlier.consecutive_failures = 1;
+    opts.outlier.max_ejected_percent = 100;
+    let g = Greeter::new(Balanced::new(&hub, greeter(), opts).await.expect("client"), Stats::default());
+    let until = Instant::now() + Duration::from_secs(10);
+    while g.balanced().debug().zone_mode != ZoneMode::SameNode && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(g.balanced().debug().zone_mode, ZoneMode::SameNode);
+    for _ in 0..100 {
+        g.say_hello("x").await.expect("ok");
+    }
+    assert_eq!(by_instance(&g).into_keys().collect::<Vec<_>>(), ["a1"], "all on this node");
+    // This node's endpoint fails and is ejected: the zone's other one takes over, not zone-b's.
+    servers[0].set(Script::Fail(tonic::Code::Unavailable, "draining"));
+    for _ in 0..100 {
+        g.say_hello("x").await.expect("the zone takes over");
+    }
+    let got = by_instance(&g);
+    assert!(got.get("a2").copied().unwrap_or(0) >= 95, "{got:?}");
+    assert_eq!(got.get("b1"), None, "never out of the zone while it has an endpoint: {got:?}");
+}

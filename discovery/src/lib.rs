@@ -56,6 +56,6 @@ pub use mapping::{MappingError, MappingRule};
 pub use metrics::Metrics;
 pub use model::{
     Conditions, Counts, Delta, Endpoint, EndpointKey, EndpointSet, Freshness, PortSpec, ServiceRef, Source, Target,
-    Update,
+    TrafficDistribution, Update,
 };
 pub use service::{Binding, ServiceWatch, Updates};

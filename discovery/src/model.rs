@@ -134,6 +134,31 @@ impl Conditions {
     }
 }
 
+/// How a Service asks traffic to be distributed (`spec.trafficDistribution`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum TrafficDistribution {
+    /// No preference (the field is unset, or holds a value this version does not know).
+    #[default]
+    Any,
+    /// `PreferSameZone`, or its older name `PreferClose`: endpoints in the client's zone first.
+    PreferSameZone,
+    /// `PreferSameNode`: endpoints on the client's node first, then its zone, then any.
+    PreferSameNode,
+}
+
+impl TrafficDistribution {
+    /// From the Service's `spec.trafficDistribution`.
+    pub fn parse(value: Option<&str>) -> Self {
+        match value {
+            Some("PreferClose" | "PreferSameZone") => TrafficDistribution::PreferSameZone,
+            Some("PreferSameNode") => TrafficDistribution::PreferSameNode,
+            _ => TrafficDistribution::Any,
+        }
+    }
+}
+
 /// Where an endpoint set came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -200,6 +225,9 @@ pub struct Endpoint {
     /// Zones this endpoint should serve (`hints.forZones` of the slice), when the Service is
     /// topology-aware; `None` when the endpoint carries no hints.
     pub zone_hints: Option<Vec<String>>,
+    /// Nodes this endpoint should serve (`hints.forNodes`, for `trafficDistribution:
+    /// PreferSameNode`); `None` when the endpoint carries no such hints.
+    pub node_hints: Option<Vec<String>>,
     /// Relative share of traffic (SRV weight; 1 otherwise). Zero is treated as the smallest share.
     pub weight: u32,
     /// Conditions.
@@ -215,6 +243,7 @@ impl Endpoint {
             node: None,
             zone: None,
             zone_hints: None,
+            node_hints: None,
             weight: 1,
             conditions: Conditions::READY,
         }
@@ -306,9 +335,9 @@ pub struct EndpointSet {
     pub published_at: SystemTime,
     /// True until the first answer from any source: "not known yet", as opposed to "known empty".
     pub pending: bool,
-    /// The Service asks for traffic to stay close (`spec.trafficDistribution: PreferClose`; API
-    /// mode with Service access only).
-    pub prefer_close: bool,
+    /// How the Service asks traffic to be distributed (`spec.trafficDistribution`; API mode with
+    /// Service access only).
+    pub traffic: TrafficDistribution,
     endpoints: imbl::OrdMap<EndpointKey, Arc<Endpoint>>,
     counts: Counts,
     log: imbl::Vector<Arc<Delta>>,
@@ -323,7 +352,7 @@ impl EndpointSet {
             freshness: Freshness::Live,
             published_at: SystemTime::now(),
             pending: true,
-            prefer_close: false,
+            traffic: TrafficDistribution::Any,
             endpoints: imbl::OrdMap::new(),
             counts: Counts::default(),
             log: imbl::Vector::new(),

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::watch;
 
-use crate::model::{Endpoint, EndpointKey, EndpointSet, Freshness, Source};
+use crate::model::{Endpoint, EndpointKey, EndpointSet, Freshness, Source, TrafficDistribution};
 
 /// Versions shared by every set of one [`crate::Discovery`], so that a version seen by a subscriber
 /// is never seen again, even across re-targeting.
@@ -26,13 +26,13 @@ pub(crate) struct Meta {
     pub source: Source,
     pub freshness: Freshness,
     pub pending: bool,
-    pub prefer_close: bool,
+    pub traffic: TrafficDistribution,
 }
 
 impl Meta {
     /// What `set` says.
     pub(crate) fn of(set: &EndpointSet) -> Self {
-        Meta { source: set.source, freshness: set.freshness, pending: set.pending, prefer_close: set.prefer_close }
+        Meta { source: set.source, freshness: set.freshness, pending: set.pending, traffic: set.traffic }
     }
 }
 
@@ -87,7 +87,7 @@ impl Publisher {
         next.source = meta.source;
         next.freshness = meta.freshness;
         next.pending = meta.pending;
-        next.prefer_close = meta.prefer_close;
+        next.traffic = meta.traffic;
         next.remember(delta);
         self.state = next;
         self.tx.send_replace(self.state.clone());
@@ -178,7 +178,8 @@ mod tests {
     fn publishes_only_visible_changes_with_increasing_versions() {
         let versions = Versions::default();
         let (mut p, mut rx) = Publisher::new(Source::Api, versions.clone());
-        let live = Meta { source: Source::Api, freshness: Freshness::Live, pending: false, prefer_close: false };
+        let live =
+            Meta { source: Source::Api, freshness: Freshness::Live, pending: false, traffic: TrafficDistribution::Any };
         assert!(p.publish(vec![(ep(1).key(), Some(ep(1)))], live));
         let first = rx.borrow_and_update().clone();
         assert_eq!(first.len(), 1);
@@ -199,7 +200,8 @@ mod tests {
     #[test]
     fn a_follower_forwards_deltas_and_diffs_on_a_switch() {
         let versions = Versions::default();
-        let live = Meta { source: Source::Api, freshness: Freshness::Live, pending: false, prefer_close: false };
+        let live =
+            Meta { source: Source::Api, freshness: Freshness::Live, pending: false, traffic: TrafficDistribution::Any };
         let (mut api, api_rx) = Publisher::new(Source::Api, versions.clone());
         let (out, mut rx) = Publisher::new(Source::Api, versions.clone());
         let mut f = Follower::new(out);

@@ -13,7 +13,7 @@ use tracing::{debug, info, warn};
 use crate::failover::{self, Choice, Fallbacks, Outage, Policy};
 use crate::mapping::services::{IndexState, ServiceIndex};
 use crate::metrics::Metrics;
-use crate::model::{Endpoint, EndpointSet, Freshness, Source, Target};
+use crate::model::{Endpoint, EndpointSet, Freshness, Source, Target, TrafficDistribution};
 use crate::publish::{Follower, Meta};
 use crate::source::api::SliceWatch;
 use crate::source::dns::service_fqdn;
@@ -205,13 +205,13 @@ impl ApiFailover {
         self.outage.observe(api_failing, now, self.policy.recovery_hold);
         let dns_set = self.dns.as_mut().map(|(rx, _)| rx.borrow_and_update().clone());
         let index_knows = self.index_rx.as_ref().is_some_and(|rx| rx.borrow().disabled.is_none());
-        let (mut vip, prefer_close) = match self.index_rx.as_mut() {
+        let (mut vip, traffic) = match self.index_rx.as_mut() {
             Some(rx) if index_knows => {
                 let index = rx.borrow_and_update();
                 let info = index.services.get(&self.target.service);
-                (vip_from_index(&index, &self.target), info.is_some_and(|i| i.prefer_close))
+                (vip_from_index(&index, &self.target), info.map_or(TrafficDistribution::Any, |i| i.traffic))
             }
-            _ => (self.looked_up_vip.and_then(|(_, v)| v), false),
+            _ => (self.looked_up_vip.and_then(|(_, v)| v), TrafficDistribution::Any),
         };
         let (policy, started, outage, dns_available) =
             (self.policy, self.started, self.outage, self.dns_factory.is_some());
@@ -250,7 +250,7 @@ impl ApiFailover {
             self.metrics.dns_empty_ignored(&self.key);
         }
         self.ignoring_empty_dns = d.ignored_empty_dns;
-        self.publish(&d, &api, dns_set.as_ref(), vip, prefer_close);
+        self.publish(&d, &api, dns_set.as_ref(), vip, traffic);
         let stale = self.out.publisher.current().stale_for(Instant::now()).as_secs_f64();
         self.metrics.stale(&self.key, stale);
         let tick = (stale > 0.0).then(|| Instant::now() + Duration::from_secs(1));
@@ -266,7 +266,7 @@ impl ApiFailover {
         api: &EndpointSet,
         dns_set: Option<&EndpointSet>,
         vip: Option<SocketAddr>,
-        prefer_close: bool,
+        traffic: TrafficDistribution,
     ) {
         let out = &mut self.out;
         let published = match d.choice {
@@ -274,18 +274,18 @@ impl ApiFailover {
                 source: out.publisher.current().source,
                 freshness: d.freshness,
                 pending: true,
-                prefer_close,
+                traffic,
             }),
             Choice::Api => out.follow(
                 WHICH_API,
                 api,
-                Meta { source: Source::Api, freshness: d.freshness, pending: false, prefer_close },
+                Meta { source: Source::Api, freshness: d.freshness, pending: false, traffic },
             ),
             Choice::Dns => match dns_set {
                 Some(set) => out.follow(
                     WHICH_DNS,
                     set,
-                    Meta { source: set.source, freshness: set.freshness, pending: false, prefer_close },
+                    Meta { source: set.source, freshness: set.freshness, pending: false, traffic },
                 ),
                 None => false,
             },
@@ -295,10 +295,7 @@ impl ApiFailover {
                         Source::Vip,
                         [Endpoint { name: Some(self.target.service.clone()), ..Endpoint::new(addr) }],
                     );
-                    out.replace(
-                        &one,
-                        Meta { source: Source::Vip, freshness: d.freshness, pending: false, prefer_close },
-                    )
+                    out.replace(&one, Meta { source: Source::Vip, freshness: d.freshness, pending: false, traffic })
                 }
                 None => false,
             },

@@ -38,8 +38,11 @@ impl std::fmt::Debug for Balanced {
 impl Balanced {
     /// A client of `service`, its endpoints followed through `hub`. Fails when `opts` does not
     /// [`validate`](ClientOptions::validate), or the service cannot be followed.
-    pub async fn new(hub: &Discovery, service: ServiceRef, opts: ClientOptions) -> crate::Result<Self> {
+    pub async fn new(hub: &Discovery, service: ServiceRef, mut opts: ClientOptions) -> crate::Result<Self> {
         opts.validate()?;
+        if opts.node.is_none() {
+            opts.node.clone_from(&hub.config().locality.node_name);
+        }
         let watch = hub.service(service).await?;
         let zone = match &opts.zone {
             Some(z) => ZoneSource::Fixed(Some(z.clone())),
@@ -123,7 +126,7 @@ impl Balanced {
                 .map(|m| MemberDebug {
                     endpoint: m.key.to_string(),
                     zone: m.endpoint.load().zone.clone(),
-                    local: members.local.iter().any(|l| l.key == m.key),
+                    local: members.tiers.first().is_some_and(|t| t.iter().any(|l| l.key == m.key)),
                     in_flight: m.in_flight.load(Ordering::Relaxed),
                     calls: m.calls.load(Ordering::Relaxed),
                     weight: pick::Candidate::weight(m, now),

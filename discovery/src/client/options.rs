@@ -90,6 +90,9 @@ pub struct ClientOptions {
     pub zone_aware: bool,
     /// This client's zone; `None`: from the hub (`DISCOVERY_ZONE`, or the node's label, followed).
     pub zone: Option<String>,
+    /// This client's node, for Services that prefer the same node (`trafficDistribution:
+    /// PreferSameNode`); `None`: the hub's `DISCOVERY_NODE_NAME`.
+    pub node: Option<String>,
     /// A local pick with at least this many calls in flight spills to another zone when a pick
     /// there is less loaded (`DISCOVERY_ZONE_SPILL_IN_FLIGHT`, at least 1).
     pub zone_spill_in_flight: usize,
@@ -122,6 +125,7 @@ impl Default for ClientOptions {
             outlier: OutlierOptions::default(),
             zone_aware: true,
             zone: None,
+            node: None,
             zone_spill_in_flight: 32,
             departed_grace: Duration::from_secs(10),
             request_ids: true,

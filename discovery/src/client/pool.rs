@@ -101,8 +101,9 @@ pub(crate) struct Members {
     /// Discovery has not answered yet.
     pub pending: bool,
     pub all: Vec<Arc<Member>>,
-    /// The endpoints preferred for this client's zone (empty: no preference).
-    pub local: Vec<Arc<Member>>,
+    /// The endpoints preferred for where this client runs, best tier first (node, then zone;
+    /// empty: no preference).
+    pub tiers: Vec<Vec<Arc<Member>>>,
     pub zone_mode: ZoneMode,
     /// For error messages: endpoints known (routable or not), where they came from, the target.
     pub known: usize,
@@ -119,7 +120,7 @@ impl Members {
         Members {
             pending: true,
             all: Vec::new(),
-            local: Vec::new(),
+            tiers: Vec::new(),
             zone_mode: ZoneMode::Off("discovery has not answered yet".into()),
             known: 0,
             source: Source::Api,
@@ -332,19 +333,21 @@ impl Updater {
         let snapshot: Vec<Arc<Endpoint>> = all.iter().map(|m| m.endpoint.load_full()).collect();
         let refs: Vec<&Arc<Endpoint>> = snapshot.iter().collect();
         let zone = self.zone();
-        let (zone_mode, local_flags) = zone::classify(zone.as_deref(), &refs, set.prefer_close, shared.opts.zone_aware);
-        let local: Vec<Arc<Member>> =
-            all.iter().zip(&local_flags).filter(|(_, l)| **l).map(|(m, _)| m.clone()).collect();
+        let here = zone::Here { zone: zone.as_deref(), node: shared.opts.node.as_deref() };
+        let (zone_mode, tier_indices) = zone::classify(here, &refs, set.traffic, shared.opts.zone_aware);
+        let tiers: Vec<Vec<Arc<Member>>> =
+            tier_indices.iter().map(|t| t.iter().map(|i| all[*i].clone()).collect()).collect();
         let previous = shared.members.load();
         if previous.zone_mode != zone_mode {
-            info!(zone = zone.as_deref().unwrap_or("-"), mode = ?zone_mode, local = local.len(), "zone preference changed");
+            let local = tiers.first().map_or(0, Vec::len);
+            info!(zone = zone.as_deref().unwrap_or("-"), mode = ?zone_mode, local, "locality preference changed");
         }
         shared.metrics.members(all.len());
         shared.zone.store(Arc::new(zone));
         shared.members.store(Arc::new(Members {
             pending: set.pending,
             all,
-            local,
+            tiers,
             zone_mode,
             known: set.len(),
             source: set.source,

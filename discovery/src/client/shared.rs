@@ -146,23 +146,22 @@ impl Shared {
         }
     }
 
-    /// Local zone first; all zones when no local endpoint is eligible or the local pick is
-    /// overloaded and a remote one is less loaded.
+    /// The nearest tier first (node, then zone); further when no endpoint of a tier is eligible,
+    /// or its pick is overloaded and one further away is less loaded.
     pub(crate) fn pick(&self, members: &Members, tried: &[EndpointKey], now: Instant) -> Option<Arc<Member>> {
         let clock = Clock { now, now_ms: now.saturating_duration_since(self.epoch).as_millis() as u64 };
         let mut rng = rand::rng();
         let healthy = |m: &&Arc<Member>| !m.health.is_ejected(clock.now_ms);
-        if !members.local.is_empty()
-            && let Some(local) = pick::pick(&members.local, tried, clock, &mut rng).filter(healthy)
-        {
-            let load = local.in_flight.load(Ordering::Relaxed);
+        for tier in &members.tiers {
+            let Some(near) = pick::pick(tier, tried, clock, &mut rng).filter(healthy) else { continue };
+            let load = near.in_flight.load(Ordering::Relaxed);
             if load < self.opts.zone_spill_in_flight {
-                return Some(local.clone());
+                return Some(near.clone());
             }
             let any = pick::pick(&members.all, tried, clock, &mut rng);
             return Some(match any {
                 Some(other) if other.in_flight.load(Ordering::Relaxed) < load => other.clone(),
-                _ => local.clone(),
+                _ => near.clone(),
             });
         }
         pick::pick(&members.all, tried, clock, &mut rng).cloned()

@@ -90,7 +90,7 @@ pub struct MemberDebug {
     pub endpoint: String,
     /// Zone of the endpoint.
     pub zone: Option<String>,
-    /// Preferred for this client's zone.
+    /// In this client's nearest preferred tier (its node's or zone's endpoints).
     pub local: bool,
     /// Calls in flight.
     pub in_flight: usize,

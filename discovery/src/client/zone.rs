@@ -1,66 +1,111 @@
-//! Zone awareness: which endpoints count as local for a client in zone `Z`, with the safeguards
-//! kube-proxy applies to topology hints, decided once per change of the pool (not per call):
+//! Locality: which endpoints a client prefers, in tiers, decided once per change of the pool (not
+//! per call), with the safeguards kube-proxy applies to topology hints:
 //!
-//! - hints on every endpoint (`hints.forZones`, set by the EndpointSlice controller for
-//!   topology-aware Services) → local = the endpoints hinted for `Z`;
-//! - hints on some endpoints only → no preference (the controller is mid-update, or hints were
-//!   withdrawn: kube-proxy ignores them too);
-//! - no hints, but the Service says `trafficDistribution: PreferClose` → local = the endpoints
-//!   whose zone is `Z`;
-//! - otherwise, or when `Z` is unknown, or when no endpoint is local → no preference.
+//! - **node** (the Service says `trafficDistribution: PreferSameNode` and the client's node is
+//!   known): the endpoints hinted for this node (`hints.forNodes`) when every endpoint carries node
+//!   hints; the endpoints whose node is this one when none does; no node tier when only some do
+//!   (the controller is mid-update);
+//! - **zone**: the endpoints hinted for this zone (`hints.forZones`) when every endpoint carries
+//!   zone hints (topology-aware Services); no zone tier when only some do; without hints, when the
+//!   Service says `PreferSameZone` (or its older name `PreferClose`) or `PreferSameNode`, the
+//!   endpoints whose zone is this one;
+//! - a tier with no routable endpoint is skipped; no tier at all means no preference.
 //!
-//! Per call, the local endpoints are tried first; a call goes to all zones when every local
-//! endpoint is ejected or already tried, or when the local pick is overloaded (see
+//! Per call the tiers are tried in order; a call goes further when every endpoint of a tier is
+//! ejected or already tried, or when the tier's pick is overloaded (see
 //! [`crate::client::ClientOptions::zone_spill_in_flight`]).
 
 use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::model::Endpoint;
+use crate::model::{Endpoint, TrafficDistribution};
 
-/// How the pool prefers zones now.
+/// How the pool prefers endpoints now.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "mode", content = "detail", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ZoneMode {
-    /// All zones alike, and why.
+    /// All endpoints alike, and why.
     Off(String),
-    /// Local = endpoints hinted for this zone.
+    /// Endpoints hinted for this zone.
     Hints,
-    /// Local = endpoints in this zone (PreferClose without hints).
+    /// Endpoints in this zone (no hints; the Service prefers the same zone).
     SameZone,
+    /// Endpoints hinted for this node first, then this zone's.
+    NodeHints,
+    /// Endpoints on this node first (no node hints), then this zone's.
+    SameNode,
 }
 
-/// The zone mode and, per endpoint, whether it is local.
+/// Where this client runs.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Here<'a> {
+    pub zone: Option<&'a str>,
+    pub node: Option<&'a str>,
+}
+
+/// The mode and the tiers: for each tier, best first, the indices of its endpoints.
 pub(crate) fn classify(
-    zone: Option<&str>,
+    here: Here<'_>,
     endpoints: &[&Arc<Endpoint>],
-    prefer_close: bool,
+    traffic: TrafficDistribution,
     enabled: bool,
-) -> (ZoneMode, Vec<bool>) {
-    let none = |why: String| (ZoneMode::Off(why), vec![false; endpoints.len()]);
+) -> (ZoneMode, Vec<Vec<usize>>) {
+    let none = |why: String| (ZoneMode::Off(why), Vec::new());
     if !enabled {
         return none("zone awareness disabled".into());
     }
-    let Some(zone) = zone else {
-        return none("this client's zone is unknown (DISCOVERY_ZONE, DISCOVERY_NODE_NAME)".into());
+    let (node_tier, node_mode) = match (traffic, here.node) {
+        (TrafficDistribution::PreferSameNode, Some(node)) => node_tier(node, endpoints),
+        _ => (Vec::new(), None),
     };
-    let hinted = endpoints.iter().filter(|e| e.zone_hints.is_some()).count();
-    let (mode, local): (ZoneMode, Vec<bool>) = if hinted > 0 {
-        if hinted < endpoints.len() {
-            return none(format!("hints missing on {} of {} endpoints", endpoints.len() - hinted, endpoints.len()));
-        }
-        let local = endpoints.iter().map(|e| e.zone_hints.iter().flatten().any(|z| z == zone)).collect();
-        (ZoneMode::Hints, local)
-    } else if prefer_close {
-        (ZoneMode::SameZone, endpoints.iter().map(|e| e.zone.as_deref() == Some(zone)).collect())
+    let (zone_tier, zone_why) = match here.zone {
+        Some(zone) => zone_tier(zone, endpoints, traffic),
+        None => (Vec::new(), "this client's zone is unknown (DISCOVERY_ZONE, DISCOVERY_NODE_NAME)".to_owned()),
+    };
+    let mode = match (node_mode, zone_tier.is_empty()) {
+        (Some(m), _) => m,
+        (None, false) if endpoints.iter().any(|e| e.zone_hints.is_some()) => ZoneMode::Hints,
+        (None, false) => ZoneMode::SameZone,
+        (None, true) => return none(zone_why),
+    };
+    let tiers = [node_tier, zone_tier].into_iter().filter(|t| !t.is_empty()).collect();
+    (mode, tiers)
+}
+
+fn node_tier(node: &str, endpoints: &[&Arc<Endpoint>]) -> (Vec<usize>, Option<ZoneMode>) {
+    let hinted = endpoints.iter().filter(|e| e.node_hints.is_some()).count();
+    let (tier, mode): (Vec<usize>, ZoneMode) = if hinted == endpoints.len() && hinted > 0 {
+        let tier =
+            (0..endpoints.len()).filter(|i| endpoints[*i].node_hints.iter().flatten().any(|n| n == node)).collect();
+        (tier, ZoneMode::NodeHints)
+    } else if hinted == 0 {
+        let tier = (0..endpoints.len()).filter(|i| endpoints[*i].node.as_deref() == Some(node)).collect();
+        (tier, ZoneMode::SameNode)
     } else {
-        return none("the Service has no topology hints and no trafficDistribution: PreferClose".into());
+        return (Vec::new(), None);
     };
-    if !local.contains(&true) {
-        return none(format!("no routable endpoint for zone {zone}"));
+    if tier.is_empty() { (tier, None) } else { (tier, Some(mode)) }
+}
+
+fn zone_tier(zone: &str, endpoints: &[&Arc<Endpoint>], traffic: TrafficDistribution) -> (Vec<usize>, String) {
+    let hinted = endpoints.iter().filter(|e| e.zone_hints.is_some()).count();
+    let tier: Vec<usize> = if hinted > 0 {
+        if hinted < endpoints.len() {
+            let why = format!("hints missing on {} of {} endpoints", endpoints.len() - hinted, endpoints.len());
+            return (Vec::new(), why);
+        }
+        (0..endpoints.len()).filter(|i| endpoints[*i].zone_hints.iter().flatten().any(|z| z == zone)).collect()
+    } else if traffic != TrafficDistribution::Any {
+        (0..endpoints.len()).filter(|i| endpoints[*i].zone.as_deref() == Some(zone)).collect()
+    } else {
+        return (Vec::new(), "the Service has no topology hints and no trafficDistribution".to_owned());
+    };
+    if tier.is_empty() {
+        return (tier, format!("no routable endpoint for zone {zone}"));
     }
-    (mode, local)
+    (tier, String::new())
 }
 
 #[cfg(test)]
@@ -71,44 +116,88 @@ mod tests {
     fn ep(last: u8, zone: &str, hints: Option<&[&str]>) -> Arc<Endpoint> {
         Arc::new(Endpoint {
             zone: Some(zone.into()),
+            node: Some(format!("node-{last}")),
             zone_hints: hints.map(|h| h.iter().map(|z| (*z).to_owned()).collect()),
             ..Endpoint::new(SocketAddr::from(([10, 0, 0, last], 1)))
         })
     }
 
-    fn run(zone: Option<&str>, eps: &[Arc<Endpoint>], prefer_close: bool) -> (ZoneMode, Vec<bool>) {
-        let refs: Vec<&Arc<Endpoint>> = eps.iter().collect();
-        classify(zone, &refs, prefer_close, true)
+    fn run(zone: Option<&str>, eps: &[Arc<Endpoint>], traffic: TrafficDistribution) -> (ZoneMode, Vec<Vec<usize>>) {
+        run_at(Here { zone, node: None }, eps, traffic)
     }
+
+    fn run_at(here: Here<'_>, eps: &[Arc<Endpoint>], traffic: TrafficDistribution) -> (ZoneMode, Vec<Vec<usize>>) {
+        let refs: Vec<&Arc<Endpoint>> = eps.iter().collect();
+        classify(here, &refs, traffic, true)
+    }
+
+    const CLOSE: TrafficDistribution = TrafficDistribution::PreferSameZone;
+    const NODE: TrafficDistribution = TrafficDistribution::PreferSameNode;
 
     #[test]
     fn hints_choose_the_local_endpoints() {
         let eps = [ep(1, "a", Some(&["a"])), ep(2, "b", Some(&["b"])), ep(3, "b", Some(&["a", "b"]))];
-        let (mode, local) = run(Some("a"), &eps, false);
+        let (mode, tiers) = run(Some("a"), &eps, TrafficDistribution::Any);
         assert_eq!(mode, ZoneMode::Hints);
-        assert_eq!(local, [true, false, true], "an endpoint hinted for two zones serves both");
+        assert_eq!(tiers, [vec![0, 2]], "an endpoint hinted for two zones serves both");
     }
 
     #[test]
-    fn prefer_close_without_hints_uses_the_endpoint_zone() {
+    fn prefer_same_zone_without_hints_uses_the_endpoint_zone() {
         let eps = [ep(1, "a", None), ep(2, "b", None)];
-        assert_eq!(run(Some("b"), &eps, true), (ZoneMode::SameZone, vec![false, true]));
-        assert!(matches!(run(Some("b"), &eps, false).0, ZoneMode::Off(_)), "no hints, no PreferClose: all zones");
+        assert_eq!(run(Some("b"), &eps, CLOSE), (ZoneMode::SameZone, vec![vec![1]]));
+        assert!(matches!(run(Some("b"), &eps, TrafficDistribution::Any).0, ZoneMode::Off(_)));
+        assert_eq!(TrafficDistribution::parse(Some("PreferClose")), CLOSE);
+        assert_eq!(TrafficDistribution::parse(Some("PreferSameZone")), CLOSE, "its name from 1.34");
+        assert_eq!(TrafficDistribution::parse(Some("Whatever")), TrafficDistribution::Any);
+    }
+
+    #[test]
+    fn prefer_same_node_goes_node_then_zone_then_any() {
+        let eps = [ep(1, "a", None), ep(2, "a", None), ep(3, "b", None)];
+        // On node-2 in zone a: node-2's endpoint, then zone a's.
+        let (mode, tiers) = run_at(Here { zone: Some("a"), node: Some("node-2") }, &eps, NODE);
+        assert_eq!((mode, tiers), (ZoneMode::SameNode, vec![vec![1], vec![0, 1]]));
+        // On a node with no endpoint: zone a's only.
+        let (mode, tiers) = run_at(Here { zone: Some("a"), node: Some("node-9") }, &eps, NODE);
+        assert_eq!((mode, tiers), (ZoneMode::SameZone, vec![vec![0, 1]]));
+        // Node unknown: the zone; zone unknown too: any.
+        assert_eq!(run_at(Here { zone: Some("b"), node: None }, &eps, NODE).1, [vec![2]]);
+        assert!(matches!(run_at(Here::default(), &eps, NODE).0, ZoneMode::Off(_)));
+        // PreferSameZone ignores the node.
+        assert_eq!(run_at(Here { zone: Some("a"), node: Some("node-2") }, &eps, CLOSE).1, [vec![0, 1]]);
+    }
+
+    #[test]
+    fn node_hints_are_used_when_every_endpoint_has_them() {
+        let hinted = |last: u8, zone: &str, nodes: &[&str]| {
+            let mut e = (*ep(last, zone, None)).clone();
+            e.node_hints = Some(nodes.iter().map(|n| (*n).to_owned()).collect());
+            Arc::new(e)
+        };
+        let eps = [hinted(1, "a", &["node-1", "node-7"]), hinted(2, "a", &["node-2"])];
+        let (mode, tiers) = run_at(Here { zone: Some("a"), node: Some("node-7") }, &eps, NODE);
+        assert_eq!((mode, tiers[0].clone()), (ZoneMode::NodeHints, vec![0]), "hinted for node-7");
+        // Hints on some endpoints only: no node tier (the controller is mid-update).
+        let partial = [hinted(1, "a", &["node-7"]), ep(2, "a", None)];
+        let (mode, tiers) = run_at(Here { zone: Some("a"), node: Some("node-7") }, &partial, NODE);
+        assert_eq!((mode, tiers), (ZoneMode::SameZone, vec![vec![0, 1]]));
     }
 
     #[test]
     fn each_safeguard_turns_the_preference_off() {
         let partial = [ep(1, "a", Some(&["a"])), ep(2, "b", None)];
-        assert!(matches!(run(Some("a"), &partial, true).0, ZoneMode::Off(w) if w.contains("hints missing")));
+        assert!(matches!(run(Some("a"), &partial, CLOSE).0, ZoneMode::Off(w) if w.contains("hints missing")));
         let elsewhere = [ep(1, "b", Some(&["b"]))];
         assert!(
-            matches!(run(Some("a"), &elsewhere, false).0, ZoneMode::Off(w) if w.contains("no routable endpoint for zone a"))
+            matches!(run(Some("a"), &elsewhere, TrafficDistribution::Any).0, ZoneMode::Off(w) if w.contains("no routable endpoint for zone a"))
         );
         let eps = [ep(1, "a", Some(&["a"]))];
-        assert!(matches!(run(None, &eps, true).0, ZoneMode::Off(w) if w.contains("unknown")));
+        assert!(matches!(run(None, &eps, CLOSE).0, ZoneMode::Off(w) if w.contains("unknown")));
         let refs: Vec<&Arc<Endpoint>> = eps.iter().collect();
-        assert!(matches!(classify(Some("a"), &refs, true, false).0, ZoneMode::Off(w) if w.contains("disabled")));
-        let (_, local) = run(None, &eps, true);
-        assert_eq!(local, [false], "off means nothing is local");
+        assert!(
+            matches!(classify(Here { zone: Some("a"), node: None }, &refs, CLOSE, false).0, ZoneMode::Off(w) if w.contains("disabled"))
+        );
+        assert!(run(None, &eps, CLOSE).1.is_empty(), "off means no tier");
     }
 }

@@ -243,7 +243,7 @@ impl Registry {
                         source: Source::Api,
                         freshness: crate::model::Freshness::Stale { since },
                         pending: true,
-                        prefer_close: false,
+                        traffic: crate::model::TrafficDistribution::Any,
                     },
                 );
                 (None, rx, Some(p))

@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::listwatch::{Handler, ListWatch, Timings, Watcher};
 use crate::metrics::Metrics;
-use crate::model::PortSpec;
+use crate::model::{PortSpec, TrafficDistribution};
 
 /// One port of a Service spec.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,8 +37,8 @@ pub(crate) struct ServiceInfo {
     /// `None` for a headless Service (`clusterIP: None`).
     pub cluster_ip: Option<IpAddr>,
     pub ports: Vec<ServicePort>,
-    /// `spec.trafficDistribution: PreferClose`.
-    pub prefer_close: bool,
+    /// `spec.trafficDistribution`.
+    pub traffic: TrafficDistribution,
 }
 
 impl ServiceInfo {
@@ -69,8 +69,8 @@ impl ServiceInfo {
                 })
             })
             .collect();
-        let prefer_close = spec.and_then(|s| s.traffic_distribution.as_deref()) == Some("PreferClose");
-        Some(ServiceInfo { name, annotations, cluster_ip, ports, prefer_close })
+        let traffic = TrafficDistribution::parse(spec.and_then(|s| s.traffic_distribution.as_deref()));
+        Some(ServiceInfo { name, annotations, cluster_ip, ports, traffic })
     }
 
     /// The Service port (on its cluster IP) that carries `spec`: by port name; by number, the port
@@ -219,7 +219,7 @@ mod tests {
                 .iter()
                 .map(|(n, p, t)| ServicePort { name: (*n).into(), port: *p, target: t.clone() })
                 .collect(),
-            prefer_close: false,
+            traffic: TrafficDistribution::Any,
         }
     }
 
@@ -246,7 +246,7 @@ mod tests {
         assert_eq!(i.annotations.len(), 2, "only dubbo.apache.org/* annotations are kept");
         assert_eq!(i.cluster_ip, Some("10.96.0.159".parse().expect("ip")));
         assert_eq!(i.vip_port(&PortSpec::Name("tri".into())), Some(50051));
-        assert!(i.prefer_close);
+        assert_eq!(i.traffic, TrafficDistribution::PreferSameZone, "PreferClose is PreferSameZone's older name");
         let headless: Service =
             serde_json::from_str(r#"{"metadata":{"name":"h"},"spec":{"clusterIP":"None"}}"#).expect("service");
         assert_eq!(ServiceInfo::from_object(&headless).expect("named").cluster_ip, None);

@@ -50,7 +50,7 @@ impl State {
             source: Source::Api,
             freshness: self.failing_since.map_or(Freshness::Live, |since| Freshness::Stale { since }),
             pending: !self.loaded,
-            prefer_close: false,
+            traffic: crate::model::TrafficDistribution::Any,
         }
     }
 

@@ -365,7 +365,15 @@ impl DnsLoop {
         debug!(service = %s.key, endpoints = answer.endpoints.len(), ttl = ?answer.ttl, "dns answer");
         let source = if answer.vip { Source::Vip } else { Source::Dns };
         let next = EndpointSet::of(source, answer.endpoints);
-        self.publisher.replace(&next, Meta { source, freshness: Freshness::Live, pending: false, prefer_close: false });
+        self.publisher.replace(
+            &next,
+            Meta {
+                source,
+                freshness: Freshness::Live,
+                pending: false,
+                traffic: crate::model::TrafficDistribution::Any,
+            },
+        );
         refresh_delay(answer.ttl, &s.cfg)
     }
 

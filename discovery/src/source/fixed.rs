@@ -12,7 +12,12 @@ use crate::config::{Host, StaticEndpoint};
 use crate::model::{Endpoint, EndpointSet, Freshness, Source};
 use crate::publish::{Meta, Publisher};
 
-const LIVE: Meta = Meta { source: Source::Static, freshness: Freshness::Live, pending: false, prefer_close: false };
+const LIVE: Meta = Meta {
+    source: Source::Static,
+    freshness: Freshness::Live,
+    pending: false,
+    traffic: crate::model::TrafficDistribution::Any,
+};
 
 /// At start: when every entry is a name and not one of them resolves, the list cannot be what was
 /// meant (a typo, a missing /etc/hosts entry); say so instead of serving nothing for ever. One name

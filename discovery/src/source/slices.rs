@@ -82,6 +82,7 @@ pub(crate) struct SliceEndpoint {
     pub node: Option<String>,
     pub zone: Option<String>,
     pub zone_hints: Option<Vec<String>>,
+    pub node_hints: Option<Vec<String>>,
     pub conditions: Conditions,
 }
 
@@ -164,6 +165,11 @@ impl ParsedSlice {
                         .as_ref()
                         .and_then(|h| h.for_zones.as_ref())
                         .map(|z| z.iter().map(|z| z.name.clone()).collect()),
+                    node_hints: ep
+                        .hints
+                        .as_ref()
+                        .and_then(|h| h.for_nodes.as_ref())
+                        .map(|n| n.iter().map(|n| n.name.clone()).collect()),
                     conditions: Conditions::from_api(
                         c.and_then(|c| c.ready),
                         c.and_then(|c| c.serving),
@@ -354,6 +360,7 @@ fn contributions(slice: &ParsedSlice, family: Family, port: u16) -> Vec<Contribu
             node: e.node.clone(),
             zone: e.zone.clone(),
             zone_hints: e.zone_hints.clone(),
+            node_hints: e.node_hints.clone(),
             weight: 1,
             conditions: e.conditions,
         });
