@@ -635,7 +635,7 @@ async fn an_empty_set_and_a_cold_start_fail_with_a_clear_error() {
 /// anywhere (the code of the last round knew only PreferClose and ignored this).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prefer_same_node_keeps_calls_on_the_node_then_in_the_zone() {
-    let servers = vec![
+    let servers = [
         Server::start("a1", Script::Ok).await,
         Server::start("a2", Script::Ok).await,
         Server::start("b1", Script::Ok).await,
