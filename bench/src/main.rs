@@ -266,6 +266,8 @@ async fn run_faults(short: bool, out: Option<PathBuf>, soak: Option<u64>, only: 
     }
     let plan = faults::Plan {
         rate: 300.0,
+        delay_ms: 30,
+        freeze: Duration::from_secs(if short { 5 } else { 8 }),
         api_outage: Duration::from_secs(30),
         dns_fault: Duration::from_secs(if short { 4 } else { 8 }),
         misbehaviour: Duration::from_secs(if short { 5 } else { 8 }),

@@ -269,7 +269,7 @@ impl Shared {
                 let waited = limit.saturating_duration_since(now);
                 return Err(failure(cause, member, format!("no response within {waited:?}")));
             }
-            Ok(Err(error)) => return Err(failure(classify(&error), member, error.to_string())),
+            Ok(Err(error)) => return Err(failure(classify(&error), member, chain(&error))),
             Ok(Ok(response)) => response,
         };
         member.answered_ms.store(self.now_ms().max(1), Ordering::Relaxed);
@@ -379,6 +379,21 @@ impl Shared {
         self.call_ended(Err(cause));
         call.status(cause, cause.code(), message)
     }
+}
+
+/// An error and its sources, as one line: tonic's own text ("transport error") says nothing alone.
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
 }
 
 /// Reports the end of a call that got a response.
