@@ -62,7 +62,7 @@ pub async fn run(plan: &[(u32, usize)]) -> Section {
 async fn measure(dns: &FakeDns, ttl: u32, n: usize) -> Result<(Vec<f64>, usize), String> {
     let first: IpAddr = "10.11.0.1".parse().map_err(|e| format!("{e}"))?;
     dns.set_headless_service(FQDN, Some("tri"), 50051, &[first], ttl);
-    let mut cfg = DiscoveryConfig { mode: Mode::Dns, namespace: "demo".into(), ..DiscoveryConfig::default() };
+    let mut cfg = DiscoveryConfig::new(Mode::Dns).with_namespace("demo");
     cfg.dns.server = Some(dns.addr());
     cfg.dns.ttl_floor = Duration::from_secs(1);
     let hub = Discovery::new(&cfg, Metrics::default()).await.map_err(|e| format!("discovery: {e}"))?;

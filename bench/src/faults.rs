@@ -592,7 +592,7 @@ async fn setup(bin: &Path, plan: &Plan) -> Result<Suite, String> {
     w.api.apply_service(NS, annotated("greeter-b", false));
     w.dns_serves("greeter-a", &["p1", "p2", "p3", "p6"]);
 
-    let mut cfg = DiscoveryConfig { mode: Mode::Api, namespace: NS.into(), ..DiscoveryConfig::default() };
+    let mut cfg = DiscoveryConfig::new(Mode::Api).with_namespace(NS);
     cfg.api.server = Some(w.api.url());
     cfg.api.allow_loopback = true;
     cfg.api.max_stale = Duration::from_secs(5);
@@ -603,7 +603,7 @@ async fn setup(bin: &Path, plan: &Plan) -> Result<Suite, String> {
     cfg.dns.server = Some(w.dns.addr());
     cfg.dns.ttl_floor = Duration::from_secs(1);
     cfg.dns.timeout = Duration::from_millis(500);
-    cfg.backoff = BackoffConfig { min: Duration::from_millis(100), max: Duration::from_secs(1) };
+    cfg.backoff = BackoffConfig::new(Duration::from_millis(100), Duration::from_secs(1));
     let hub = Discovery::new(&cfg, Metrics::default()).await.map_err(|e| format!("discovery: {e}"))?;
     let clients = Clients::new(&hub, &service()).await?;
     let watch = clients.idempotent.service().clone();

@@ -25,7 +25,7 @@ const WAIT: Duration = Duration::from_secs(10);
 /// Discovery in API mode on `namespace` of `cluster`, `identity` (`interface[:version]`) mapped to
 /// `service` port `tri`.
 pub fn discovery_config(cluster: &Cluster, namespace: &str, identity: &str, service: &str) -> DiscoveryConfig {
-    let mut cfg = DiscoveryConfig { mode: Mode::Api, namespace: namespace.to_owned(), ..DiscoveryConfig::default() };
+    let mut cfg = DiscoveryConfig::new(Mode::Api).with_namespace(namespace);
     cfg.api.server = cluster.server_url.clone();
     cfg.api.allow_loopback = cluster.local;
     cfg.api.annotations = false;

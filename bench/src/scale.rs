@@ -200,7 +200,7 @@ async fn point_in(
 /// answers `ok` to each `expect <ip> <0|1>` once its snapshot shows that readiness, and prints its
 /// CPU time on `done`.
 pub async fn child(api: String, namespace: String, n: usize, picks: usize) -> Result<(), String> {
-    let mut cfg = DiscoveryConfig { mode: Mode::Api, namespace, ..DiscoveryConfig::default() };
+    let mut cfg = DiscoveryConfig::new(Mode::Api).with_namespace(namespace);
     cfg.api.server = Some(api);
     cfg.api.annotations = false;
     cfg.api.failover = false;

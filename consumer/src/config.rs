@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use discovery::client::{ClientMetrics, ClientOptions, MethodPolicy};
 use discovery::config::ConfigError;
-use discovery::config::env::{load_raw, parse_bool, parse_duration, parse_nonzero_duration, parse_var};
+use discovery::config::vars::{self, FromVar, Var};
 use discovery::{DiscoveryConfig, ServiceRef};
 use provider::telemetry::LogFormat;
 use serde::Deserialize;
@@ -47,7 +47,7 @@ pub struct ConsumerConfig {
     /// How long steady traffic waits at start for a provider to call (`CONSUMER_START_WAIT`).
     pub start_wait: Duration,
     /// Retries allowed as a share of calls (on top of 10/s), e.g. 0.2.
-    pub retry_budget: f32,
+    pub retry_budget: f64,
     /// Connect timeout of one endpoint.
     pub connect_timeout: Duration,
     /// Balancing (subset, slow start, outlier detection, zones) from `DISCOVERY_*`.
@@ -94,31 +94,57 @@ impl Default for ConsumerConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct Raw {
-    interface: Option<String>,
-    version: Option<String>,
-    group: Option<String>,
-    rate: Option<String>,
-    concurrency: Option<String>,
-    deadline: Option<String>,
-    retries: Option<String>,
-    attempt_timeout: Option<String>,
-    start_wait: Option<String>,
-    retry_budget: Option<String>,
-    connect_timeout: Option<String>,
-    report_interval: Option<String>,
-    admin_listen: Option<String>,
-    admin_calls: Option<String>,
-    name: Option<String>,
-    client: Option<String>,
-    log_format: Option<String>,
+    interface: Option<Var<Interface>>,
+    version: Option<Var<String>>,
+    group: Option<Var<String>>,
+    rate: Option<Var<f64>>,
+    concurrency: Option<Var<usize>>,
+    deadline: Option<Var<Duration>>,
+    retries: Option<Var<u32>>,
+    attempt_timeout: Option<Var<Duration>>,
+    start_wait: Option<Var<Duration>>,
+    retry_budget: Option<Var<f64>>,
+    connect_timeout: Option<Var<Duration>>,
+    report_interval: Option<Var<Duration>>,
+    admin_listen: Option<Var<SocketAddr>>,
+    admin_calls: Option<Var<bool>>,
+    name: Option<Var<String>>,
+    client: Option<Var<ClientKind>>,
+    log_format: Option<Var<LogFormat>>,
 }
 
-fn set<T>(
-    v: Option<String>,
-    var: &str,
-    parse: impl FnOnce(&str) -> Result<T, String>,
-) -> Result<Option<T>, ConfigError> {
-    parse_var(v, &format!("CONSUMER_{var}"), parse)
+/// A fully qualified Dubbo interface name.
+#[derive(Debug)]
+struct Interface(String);
+
+impl FromVar for Interface {
+    fn from_var(s: &str) -> Result<Self, String> {
+        if s.contains(char::is_whitespace) || s.starts_with('.') || s.ends_with('.') {
+            return Err("expected a fully qualified interface name, e.g. org.apache.dubbo.demo.GreeterService".into());
+        }
+        Ok(Interface(s.to_owned()))
+    }
+}
+
+/// `tonic` or `dubbo` (any case).
+impl FromVar for ClientKind {
+    fn from_var(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "tonic" => Ok(ClientKind::Tonic),
+            "dubbo" => Ok(ClientKind::Dubbo),
+            _ => Err("expected tonic or dubbo".to_owned()),
+        }
+    }
+}
+
+fn set<T>(slot: &mut T, given: Option<Var<T>>) {
+    if let Some(Var(v)) = given {
+        *slot = v;
+    }
+}
+
+fn invalid(var: &str, value: impl ToString, reason: &str) -> ConfigError {
+    ConfigError::invalid(format!("CONSUMER_{var}"), value.to_string(), reason)
 }
 
 impl ConsumerConfig {
@@ -130,7 +156,7 @@ impl ConsumerConfig {
         let mut o = self.balancing.clone();
         o.default_deadline = self.deadline;
         o.retries = self.retries;
-        o.retry_budget = f64::from(self.retry_budget);
+        o.retry_budget = self.retry_budget;
         o.connect_timeout = self.connect_timeout;
         o.metrics = metrics;
         let mut say_hello = MethodPolicy::idempotent().with_deadline(self.deadline);
@@ -145,70 +171,63 @@ impl ConsumerConfig {
         Self::from_vars(&std::env::vars().collect())
     }
 
-    /// From the given variables.
+    /// From the given variables (`CONSUMER_*`, and discovery's `DISCOVERY_*`): typed as they are
+    /// read, checked afterwards.
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let raw: Raw = load_raw(vars, "CONSUMER")?;
-        let d = ConsumerConfig::default();
-        let interface = set(raw.interface, "INTERFACE", |s| {
-            if s.contains(char::is_whitespace) || s.starts_with('.') || s.ends_with('.') {
-                Err("expected a fully qualified interface name, e.g. org.apache.dubbo.demo.GreeterService".into())
-            } else {
-                Ok(s.to_owned())
-            }
-        })?
-        .unwrap_or_else(|| d.service.interface.clone());
-        let service = ServiceRef::new(interface)
-            .with_version(raw.version.unwrap_or_default())
-            .with_group(raw.group.unwrap_or_default());
-        Ok(ConsumerConfig {
-            service,
+        let raw: Raw = vars::load("CONSUMER", vars)?;
+        let mut c = ConsumerConfig {
             discovery: DiscoveryConfig::from_vars(vars)?,
-            rate: set(raw.rate, "RATE", |s| {
-                s.parse::<f64>()
-                    .ok()
-                    .filter(|r| r.is_finite() && (0.0..=100_000.0).contains(r))
-                    .ok_or_else(|| "expected calls per second, 0 to 100000".to_owned())
-            })?
-            .unwrap_or(d.rate),
-            concurrency: set(raw.concurrency, "CONCURRENCY", |s| {
-                s.parse::<usize>()
-                    .ok()
-                    .filter(|n| (1..=10_000).contains(n))
-                    .ok_or_else(|| "expected 1 to 10000".to_owned())
-            })?
-            .unwrap_or(d.concurrency),
-            deadline: set(raw.deadline, "DEADLINE", parse_nonzero_duration)?.unwrap_or(d.deadline),
-            retries: set(raw.retries, "RETRIES", |s| {
-                s.parse::<u32>().ok().filter(|n| *n <= 10).ok_or_else(|| "expected 0 to 10".to_owned())
-            })?
-            .unwrap_or(d.retries),
-            attempt_timeout: set(raw.attempt_timeout, "ATTEMPT_TIMEOUT", parse_nonzero_duration)?,
-            start_wait: set(raw.start_wait, "START_WAIT", parse_duration)?.unwrap_or(d.start_wait),
-            retry_budget: set(raw.retry_budget, "RETRY_BUDGET", |s| {
-                s.parse::<f32>()
-                    .ok()
-                    .filter(|r| (0.0..=1000.0).contains(r))
-                    .ok_or_else(|| "expected a ratio of calls, e.g. 0.2".to_owned())
-            })?
-            .unwrap_or(d.retry_budget),
-            connect_timeout: set(raw.connect_timeout, "CONNECT_TIMEOUT", parse_nonzero_duration)?
-                .unwrap_or(d.connect_timeout),
             balancing: ClientOptions::from_vars(vars)?,
-            report_interval: set(raw.report_interval, "REPORT_INTERVAL", parse_duration)?.unwrap_or(d.report_interval),
-            admin_listen: set(raw.admin_listen, "ADMIN_LISTEN", |s| {
-                s.parse().map_err(|_| "expected ip:port, e.g. 0.0.0.0:8081".to_owned())
-            })?
-            .unwrap_or(d.admin_listen),
-            admin_calls: set(raw.admin_calls, "ADMIN_CALLS", parse_bool)?.unwrap_or(d.admin_calls),
-            name: raw.name.filter(|s| !s.is_empty()).unwrap_or(d.name),
-            client: set(raw.client, "CLIENT", |s| match s.to_ascii_lowercase().as_str() {
-                "tonic" => Ok(ClientKind::Tonic),
-                "dubbo" => Ok(ClientKind::Dubbo),
-                _ => Err("expected tonic or dubbo".to_owned()),
-            })?
-            .unwrap_or(d.client),
-            log_format: set(raw.log_format, "LOG_FORMAT", |s| s.parse())?.unwrap_or(d.log_format),
-        })
+            ..ConsumerConfig::default()
+        };
+        if let Some(Var(i)) = raw.interface {
+            c.service.interface = i.0;
+        }
+        c.service = c
+            .service
+            .with_version(raw.version.map(|v| v.0).unwrap_or_default())
+            .with_group(raw.group.map(|v| v.0).unwrap_or_default());
+        set(&mut c.rate, raw.rate);
+        set(&mut c.concurrency, raw.concurrency);
+        set(&mut c.deadline, raw.deadline);
+        set(&mut c.retries, raw.retries);
+        c.attempt_timeout = raw.attempt_timeout.map(|v| v.0);
+        set(&mut c.start_wait, raw.start_wait);
+        set(&mut c.retry_budget, raw.retry_budget);
+        set(&mut c.connect_timeout, raw.connect_timeout);
+        set(&mut c.report_interval, raw.report_interval);
+        set(&mut c.admin_listen, raw.admin_listen);
+        set(&mut c.admin_calls, raw.admin_calls);
+        set(&mut c.name, raw.name);
+        set(&mut c.client, raw.client);
+        set(&mut c.log_format, raw.log_format);
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Checks the values: each error names the variable and what it accepts.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(0.0..=100_000.0).contains(&self.rate) {
+            return Err(invalid("RATE", self.rate, "expected calls per second, 0 to 100000"));
+        }
+        if !(1..=10_000).contains(&self.concurrency) {
+            return Err(invalid("CONCURRENCY", self.concurrency, "expected 1 to 10000"));
+        }
+        if self.retries > 10 {
+            return Err(invalid("RETRIES", self.retries, "expected 0 to 10"));
+        }
+        if !(0.0..=1000.0).contains(&self.retry_budget) {
+            return Err(invalid("RETRY_BUDGET", self.retry_budget, "expected a ratio of calls, e.g. 0.2"));
+        }
+        for (var, d) in [("DEADLINE", self.deadline), ("CONNECT_TIMEOUT", self.connect_timeout)]
+            .into_iter()
+            .chain(self.attempt_timeout.map(|t| ("ATTEMPT_TIMEOUT", t)))
+        {
+            if d.is_zero() {
+                return Err(invalid(var, "0s", "expected a duration above zero"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -234,13 +253,14 @@ mod tests {
         assert_eq!(c.rate, 50.0);
         assert_eq!(c.deadline, Duration::from_millis(300));
         for (var, val, hint) in [
-            ("CONSUMER_RATE", "fast", "calls per second"),
+            ("CONSUMER_RATE", "fast", "number"),
+            ("CONSUMER_RATE", "-3", "calls per second"),
             ("CONSUMER_CONCURRENCY", "0", "1 to 10000"),
             ("CONSUMER_DEADLINE", "1", "unit"),
             ("CONSUMER_CLIENT", "grpc-go", "tonic or dubbo"),
             ("CONSUMER_RETRIES", "99", "0 to 10"),
             ("DISCOVERY_MODE", "zk", "api, dns, static"),
-            ("DISCOVERY_SUBSET_SIZE", "many", "0 to 1000000"),
+            ("DISCOVERY_SUBSET_SIZE", "many", "whole number"),
         ] {
             let e = ConsumerConfig::from_vars(&vars(&[(var, val)])).expect_err(var).to_string();
             assert!(e.contains(var) && e.contains(hint), "{e}");

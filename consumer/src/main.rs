@@ -38,7 +38,7 @@ enum Command {
         #[arg(long)]
         watch: bool,
         /// How long to wait for the first answer.
-        #[arg(long, default_value = "10s", value_parser = discovery::config::env::parse_duration)]
+        #[arg(long, default_value = "10s", value_parser = discovery::config::vars::parse_duration)]
         timeout: Duration,
     },
     /// Make one call on the configured stack (CONSUMER_CLIENT) and print the reply.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use consumer::{Greeter, Stats};
 use discovery::client::{Balanced, ClientOptions, MethodPolicy, ZoneMode};
-use discovery::config::{BackoffConfig, Host, StaticEndpoint};
+use discovery::config::{BackoffConfig, StaticEndpoint};
 use discovery::{Discovery, DiscoveryConfig, Metrics, Mode, ServiceRef, ServiceWatch};
 use futures::{Stream, StreamExt};
 use provider::pb::greeter_service_client::GreeterServiceClient;
@@ -137,11 +137,7 @@ fn idempotent(o: ClientOptions) -> ClientOptions {
 }
 
 async fn static_watch(addrs: &[SocketAddr]) -> ServiceWatch {
-    let cfg = DiscoveryConfig {
-        mode: Mode::Static,
-        static_endpoints: addrs.iter().map(|a| StaticEndpoint { host: Host::Ip(a.ip()), port: a.port() }).collect(),
-        ..DiscoveryConfig::default()
-    };
+    let cfg = DiscoveryConfig::new(Mode::Static).with_static_endpoints(addrs.iter().map(|a| StaticEndpoint::ip(*a)));
     let hub = Discovery::new(&cfg, Metrics::default()).await.expect("hub");
     hub.service(greeter()).await.expect("watch")
 }
@@ -351,7 +347,7 @@ async fn a_new_endpoint_ramps_up_slowly() {
         )
     };
     slice("s-a", &a, "a");
-    let mut cfg = DiscoveryConfig { mode: Mode::Api, namespace: "demo".into(), ..DiscoveryConfig::default() };
+    let mut cfg = DiscoveryConfig::new(Mode::Api).with_namespace("demo");
     cfg.api.server = Some(api.url());
     cfg.api.allow_loopback = true;
     cfg.dns.server = Some(dns.addr());
@@ -406,7 +402,7 @@ async fn srv_weights_set_the_share() {
         ],
         30,
     );
-    let mut cfg = DiscoveryConfig { mode: Mode::Dns, namespace: "demo".into(), ..DiscoveryConfig::default() };
+    let mut cfg = DiscoveryConfig::new(Mode::Dns).with_namespace("demo");
     cfg.dns.server = Some(dns.addr());
     let hub = Discovery::new(&cfg, Metrics::default()).await.expect("hub");
     let balanced = Balanced::new(&hub, greeter(), options()).await.expect("client");
@@ -497,11 +493,11 @@ async fn zones(hints: bool, prefer_close: bool) -> Zones {
         );
     }
     api.apply_node("node-zone-a", &[("topology.kubernetes.io/zone", "zone-a")]);
-    let mut cfg = DiscoveryConfig { mode: Mode::Api, namespace: "demo".into(), ..DiscoveryConfig::default() };
+    let mut cfg = DiscoveryConfig::new(Mode::Api).with_namespace("demo");
     cfg.api.server = Some(api.url());
     cfg.api.allow_loopback = true;
     cfg.dns.server = Some(dns.addr());
-    cfg.backoff = BackoffConfig { min: Duration::from_millis(50), max: Duration::from_millis(400) };
+    cfg.backoff = BackoffConfig::new(Duration::from_millis(50), Duration::from_millis(400));
     cfg.locality.node_name = Some("node-zone-a".into()); // the zone comes from the node's label
     let hub = Discovery::new(&cfg, Metrics::default()).await.expect("hub");
     Zones { api, _dns: dns, servers, hub }
@@ -607,7 +603,7 @@ async fn prefer_close_without_hints_uses_the_endpoints_zone_and_spills_when_over
 async fn an_empty_set_and_a_cold_start_fail_with_a_clear_error() {
     let api = FakeApiServer::start().await.expect("api");
     let dns = FakeDns::start("cluster.local").await.expect("dns");
-    let mut cfg = DiscoveryConfig { mode: Mode::Api, namespace: "demo".into(), ..DiscoveryConfig::default() };
+    let mut cfg = DiscoveryConfig::new(Mode::Api).with_namespace("demo");
     cfg.api.server = Some(api.url());
     cfg.dns.server = Some(dns.addr());
     cfg.api.failover = false;
@@ -653,7 +649,7 @@ async fn prefer_same_node_keeps_calls_on_the_node_then_in_the_zone() {
         );
     }
     api.apply_node("node-a1", &[("topology.kubernetes.io/zone", "zone-a")]);
-    let mut cfg = DiscoveryConfig { mode: Mode::Api, namespace: "demo".into(), ..DiscoveryConfig::default() };
+    let mut cfg = DiscoveryConfig::new(Mode::Api).with_namespace("demo");
     cfg.api.server = Some(api.url());
     cfg.api.allow_loopback = true;
     cfg.dns.server = Some(dns.addr());

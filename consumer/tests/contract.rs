@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use discovery::client::{Balanced, ClientOptions, MethodPolicy};
-use discovery::config::{BackoffConfig, Host, StaticEndpoint};
+use discovery::config::{BackoffConfig, StaticEndpoint};
 use discovery::{Discovery, DiscoveryConfig, Metrics, Mode, ServiceRef, ServiceWatch};
 use provider::pb::greeter_service_client::GreeterServiceClient;
 use provider::pb::{HelloRequest, HelloStreamRequest};
@@ -75,11 +75,7 @@ fn executions(p: &Journaled) -> usize {
 }
 
 async fn static_watch(addrs: &[SocketAddr]) -> ServiceWatch {
-    let cfg = DiscoveryConfig {
-        mode: Mode::Static,
-        static_endpoints: addrs.iter().map(|a| StaticEndpoint { host: Host::Ip(a.ip()), port: a.port() }).collect(),
-        ..DiscoveryConfig::default()
-    };
+    let cfg = DiscoveryConfig::new(Mode::Static).with_static_endpoints(addrs.iter().map(|a| StaticEndpoint::ip(*a)));
     let hub = Discovery::new(&cfg, Metrics::default()).await.expect("hub");
     hub.service(greeter()).await.expect("watch")
 }
@@ -291,14 +287,14 @@ async fn a_readiness_flap_keeps_the_member_warm() {
             &[PodEndpoint::ready("127.0.0.1", "b")],
         ),
     );
-    let mut cfg = DiscoveryConfig { mode: Mode::Api, namespace: "demo".into(), ..DiscoveryConfig::default() };
+    let mut cfg = DiscoveryConfig::new(Mode::Api).with_namespace("demo");
     cfg.api.server = Some(api.url());
     cfg.api.allow_loopback = true;
     cfg.api.annotations = false;
     cfg.dns.server = Some(dns.addr());
     cfg.mappings =
         discovery::mapping::parse_mappings(&format!("{}:1.0.0=greeter:tri", provider::INTERFACE)).expect("mapping");
-    cfg.backoff = BackoffConfig { min: Duration::from_millis(50), max: Duration::from_millis(500) };
+    cfg.backoff = BackoffConfig::new(Duration::from_millis(50), Duration::from_millis(500));
     let hub = Discovery::new(&cfg, Metrics::default()).await.expect("hub");
     let mut opts = options().method(SAY_HELLO, MethodPolicy::idempotent());
     opts.slow_start = Duration::from_secs(30);

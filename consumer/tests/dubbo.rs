@@ -45,11 +45,11 @@ async fn dubbo_client_through_the_kubernetes_registry() {
             ),
         );
     }
-    let mut d = DiscoveryConfig { mode: Mode::Api, namespace: "demo".into(), ..DiscoveryConfig::default() };
+    let mut d = DiscoveryConfig::new(Mode::Api).with_namespace("demo");
     d.api.server = Some(api.url());
     d.dns.server = Some(dns.addr());
     d.api.allow_loopback = true;
-    d.backoff = BackoffConfig { min: Duration::from_millis(50), max: Duration::from_millis(400) };
+    d.backoff = BackoffConfig::new(Duration::from_millis(50), Duration::from_millis(400));
     let cfg = ConsumerConfig {
         service: ServiceRef::new(provider::INTERFACE).with_version("1.0.0"),
         discovery: d,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use consumer::{Greeter, Stats};
 use discovery::client::{Balanced, ClientOptions};
 use discovery::config::BackoffConfig;
-use discovery::config::{Host, StaticEndpoint};
+use discovery::config::StaticEndpoint;
 use discovery::{Discovery, DiscoveryConfig, Metrics, Mode, ServiceRef, ServiceWatch};
 use provider::{Provider, ProviderConfig};
 use testkit::{FakeApiServer, FakeDns, PodEndpoint, endpoint_slice};
@@ -58,14 +58,8 @@ fn greeter_client(watch: ServiceWatch, opts: ClientOptions) -> Greeter {
 }
 
 async fn static_client(providers: &[&Provider], version: &str) -> Greeter {
-    let cfg = DiscoveryConfig {
-        mode: Mode::Static,
-        static_endpoints: providers
-            .iter()
-            .map(|p| StaticEndpoint { host: Host::Ip(p.addr().ip()), port: p.addr().port() })
-            .collect(),
-        ..DiscoveryConfig::default()
-    };
+    let cfg = DiscoveryConfig::new(Mode::Static)
+        .with_static_endpoints(providers.iter().map(|p| StaticEndpoint::ip(p.addr())));
     let d = watch(&cfg, greeter(version)).await;
     greeter_client(d, options())
 }
@@ -80,11 +74,11 @@ fn pod(name: &str) -> PodEndpoint {
 }
 
 async fn api_client(api: &FakeApiServer, dns: &FakeDns, version: &str) -> Greeter {
-    let mut cfg = DiscoveryConfig { mode: Mode::Api, namespace: NS.into(), ..DiscoveryConfig::default() };
+    let mut cfg = DiscoveryConfig::new(Mode::Api).with_namespace(NS);
     cfg.api.server = Some(api.url());
     cfg.dns.server = Some(dns.addr());
     cfg.api.allow_loopback = true;
-    cfg.backoff = BackoffConfig { min: Duration::from_millis(50), max: Duration::from_millis(400) };
+    cfg.backoff = BackoffConfig::new(Duration::from_millis(50), Duration::from_millis(400));
     let d = watch(&cfg, greeter(version)).await;
     d.ready(Duration::from_secs(10)).await.expect("first answer");
     greeter_client(d, options())
@@ -302,10 +296,12 @@ async fn resolve_watch_prints_changes() {
 
 #[tokio::test]
 async fn bad_configuration_exits_2_naming_the_variable() {
-    let out = Command::new(env!("CARGO_BIN_EXE_consumer")).env("CONSUMER_RATE", "lots").output().expect("run consumer");
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("CONSUMER_RATE") && err.contains("calls per second"), "{err}");
+    for (value, words) in [("lots", "expected a number"), ("-5", "calls per second")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_consumer")).env("CONSUMER_RATE", value).output().expect("run");
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("CONSUMER_RATE") && err.contains(words), "{err}");
+    }
     let out = Command::new(env!("CARGO_BIN_EXE_consumer")).env("DISCOVERY_MODE", "consul").output().expect("run");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("DISCOVERY_MODE"));
@@ -316,11 +312,7 @@ async fn retries_are_bounded_and_each_goes_to_another_endpoint() {
     // Three ports nobody listens on (bound, then released): every attempt is refused.
     let dead: Vec<std::net::SocketAddr> =
         (0..3).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr")).collect();
-    let cfg = DiscoveryConfig {
-        mode: Mode::Static,
-        static_endpoints: dead.iter().map(|a| StaticEndpoint { host: Host::Ip(a.ip()), port: a.port() }).collect(),
-        ..DiscoveryConfig::default()
-    };
+    let cfg = DiscoveryConfig::new(Mode::Static).with_static_endpoints(dead.iter().map(|a| StaticEndpoint::ip(*a)));
     let d = watch(&cfg, greeter("1.0.0")).await;
     let client = greeter_client(d.clone(), options());
     let started = Instant::now();

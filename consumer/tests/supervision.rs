@@ -46,7 +46,7 @@ async fn the_client_carries_on_after_its_updater_panics() {
         );
     };
     put("a", &a, true);
-    let mut cfg = DiscoveryConfig { mode: Mode::Api, namespace: "demo".into(), ..DiscoveryConfig::default() };
+    let mut cfg = DiscoveryConfig::new(Mode::Api).with_namespace("demo");
     cfg.api.server = Some(api.url());
     cfg.api.allow_loopback = true;
     cfg.api.annotations = false;

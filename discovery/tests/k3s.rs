@@ -73,7 +73,7 @@ async fn api_mode_against_a_real_api_server() {
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), NS);
     slices.create(&pp, &slice("greeter-v1-a", &[("10.42.0.10", true), ("10.42.0.11", true)])).await.expect("slice a");
 
-    let mut cfg = DiscoveryConfig { mode: Mode::Api, namespace: NS.into(), ..DiscoveryConfig::default() };
+    let mut cfg = DiscoveryConfig::new(Mode::Api).with_namespace(NS);
     cfg.api.failover = false;
     let service = ServiceRef::new("org.apache.dubbo.demo.GreeterService").with_version("1.0.0");
     let hub = Discovery::with_client(&cfg, Metrics::default(), client.clone()).await.expect("hub");

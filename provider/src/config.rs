@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use discovery::config::ConfigError;
-use discovery::config::env::{load_raw, parse_duration, parse_in_range, parse_var};
+use discovery::config::vars::{self, Var};
 use serde::Deserialize;
 
 use crate::telemetry::LogFormat;
@@ -60,17 +60,23 @@ impl Default for ProviderConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct Raw {
-    listen: Option<String>,
-    admin_listen: Option<String>,
-    version: Option<String>,
-    group: Option<String>,
-    instance: Option<String>,
-    ip: Option<String>,
-    drain: Option<String>,
-    shutdown_timeout: Option<String>,
-    duplicate_window: Option<String>,
-    execution_log: Option<String>,
-    log_format: Option<String>,
+    listen: Option<Var<SocketAddr>>,
+    admin_listen: Option<Var<SocketAddr>>,
+    version: Option<Var<String>>,
+    group: Option<Var<String>>,
+    instance: Option<Var<String>>,
+    ip: Option<Var<String>>,
+    drain: Option<Var<Duration>>,
+    shutdown_timeout: Option<Var<Duration>>,
+    duplicate_window: Option<Var<usize>>,
+    execution_log: Option<Var<PathBuf>>,
+    log_format: Option<Var<LogFormat>>,
+}
+
+fn set<T>(slot: &mut T, given: Option<Var<T>>) {
+    if let Some(Var(v)) = given {
+        *slot = v;
+    }
 }
 
 impl ProviderConfig {
@@ -80,40 +86,38 @@ impl ProviderConfig {
         Self::from_vars(&std::env::vars().collect())
     }
 
-    /// From the given variables.
+    /// From the given variables: typed as they are read, checked afterwards.
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let raw: Raw = load_raw(vars, "PROVIDER")?;
-        let d = ProviderConfig::default();
-        let addr = |v: Option<String>, var: &str, default: SocketAddr| -> Result<SocketAddr, ConfigError> {
-            let parse =
-                |s: &str| s.parse().map_err(|_| "expected ip:port, e.g. 0.0.0.0:50051 or [::]:50051".to_owned());
-            Ok(parse_var(v, var, parse)?.unwrap_or(default))
-        };
-        let dur = |v: Option<String>, var: &str, default: Duration| -> Result<Duration, ConfigError> {
-            Ok(parse_var(v, var, parse_duration)?.unwrap_or(default))
-        };
+        let raw: Raw = vars::load("PROVIDER", vars)?;
+        let mut c = ProviderConfig::default();
         let from_env = |k: &str| vars.get(k).filter(|v| !v.is_empty()).cloned();
-        Ok(ProviderConfig {
-            listen: addr(raw.listen, "PROVIDER_LISTEN", d.listen)?,
-            admin_listen: addr(raw.admin_listen, "PROVIDER_ADMIN_LISTEN", d.admin_listen)?,
-            version: raw.version.unwrap_or(d.version),
-            group: raw.group.unwrap_or(d.group),
-            instance: raw
-                .instance
-                .filter(|s| !s.is_empty())
-                .or_else(|| from_env("POD_NAME"))
-                .or_else(|| from_env("HOSTNAME"))
-                .unwrap_or(d.instance),
-            ip: raw.ip.filter(|s| !s.is_empty()).or_else(|| from_env("POD_IP")).unwrap_or(d.ip),
-            drain: dur(raw.drain, "PROVIDER_DRAIN", d.drain)?,
-            shutdown_timeout: dur(raw.shutdown_timeout, "PROVIDER_SHUTDOWN_TIMEOUT", d.shutdown_timeout)?,
-            duplicate_window: parse_var(raw.duplicate_window, "PROVIDER_DUPLICATE_WINDOW", |s| {
-                parse_in_range(s, 0, 10_000_000)
-            })?
-            .unwrap_or(d.duplicate_window),
-            execution_log: raw.execution_log.filter(|s| !s.is_empty()).map(PathBuf::from),
-            log_format: parse_var(raw.log_format, "PROVIDER_LOG_FORMAT", str::parse)?.unwrap_or(d.log_format),
-        })
+        set(&mut c.listen, raw.listen);
+        set(&mut c.admin_listen, raw.admin_listen);
+        set(&mut c.version, raw.version);
+        set(&mut c.group, raw.group);
+        c.instance = raw
+            .instance
+            .map(|v| v.0)
+            .or_else(|| from_env("POD_NAME"))
+            .or_else(|| from_env("HOSTNAME"))
+            .unwrap_or(c.instance);
+        c.ip = raw.ip.map(|v| v.0).or_else(|| from_env("POD_IP")).unwrap_or(c.ip);
+        set(&mut c.drain, raw.drain);
+        set(&mut c.shutdown_timeout, raw.shutdown_timeout);
+        set(&mut c.duplicate_window, raw.duplicate_window);
+        c.execution_log = raw.execution_log.map(|v| v.0).or(c.execution_log);
+        set(&mut c.log_format, raw.log_format);
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Checks the values: each error names the variable.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.duplicate_window > 10_000_000 {
+            let n = self.duplicate_window.to_string();
+            return Err(ConfigError::invalid("PROVIDER_DUPLICATE_WINDOW", n, "expected 0 to 10000000"));
+        }
+        Ok(())
     }
 }
 

@@ -13,6 +13,12 @@ pub enum LogFormat {
     Json,
 }
 
+impl discovery::config::vars::FromVar for LogFormat {
+    fn from_var(s: &str) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
 impl FromStr for LogFormat {
     type Err = String;
 

@@ -11,7 +11,8 @@ use super::health::OutlierOptions;
 use super::metrics::ClientMetrics;
 use super::policy::{MethodPolicies, MethodPolicy};
 use crate::config::ConfigError;
-use crate::config::env::{load_raw, parse_bool, parse_duration, parse_in_range, parse_nonzero_duration, parse_var};
+use crate::config::set;
+use crate::config::vars::{self, Var};
 
 /// Most retries a call may make after its first attempt.
 pub(crate) const MAX_RETRIES: u32 = 10;
@@ -35,6 +36,11 @@ impl OptionsError {
     /// The option, e.g. `retries` or `methods["/a.B/C"].attempt_timeout`.
     pub fn field(&self) -> &str {
         &self.field
+    }
+
+    /// The value given.
+    pub fn value(&self) -> &str {
+        &self.value
     }
 
     /// What is accepted.
@@ -138,17 +144,30 @@ impl Default for ClientOptions {
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(default)]
 struct Raw {
-    subset_size: Option<String>,
-    client_id: Option<String>,
-    slow_start: Option<String>,
-    outlier_failures: Option<String>,
-    outlier_ejection: Option<String>,
-    outlier_max_ejection: Option<String>,
-    outlier_max_ejected_percent: Option<String>,
-    zone_aware: Option<String>,
-    zone_spill_in_flight: Option<String>,
-    departed_grace: Option<String>,
+    subset_size: Option<Var<usize>>,
+    client_id: Option<Var<String>>,
+    slow_start: Option<Var<Duration>>,
+    outlier_failures: Option<Var<u32>>,
+    outlier_ejection: Option<Var<Duration>>,
+    outlier_max_ejection: Option<Var<Duration>>,
+    outlier_max_ejected_percent: Option<Var<u8>>,
+    zone_aware: Option<Var<bool>>,
+    zone_spill_in_flight: Option<Var<usize>>,
+    departed_grace: Option<Var<Duration>>,
 }
+
+/// The `DISCOVERY_*` variable that sets each checked field, for messages about values read from
+/// the environment.
+const VARIABLES: &[(&str, &str)] = &[
+    ("subset_size", "DISCOVERY_SUBSET_SIZE"),
+    ("client_id", "DISCOVERY_CLIENT_ID"),
+    ("slow_start / departed_grace", "DISCOVERY_SLOW_START / DISCOVERY_DEPARTED_GRACE"),
+    ("outlier.consecutive_failures", "DISCOVERY_OUTLIER_FAILURES"),
+    ("outlier.base_ejection", "DISCOVERY_OUTLIER_EJECTION"),
+    ("outlier.max_ejection", "DISCOVERY_OUTLIER_MAX_EJECTION"),
+    ("outlier.max_ejected_percent", "DISCOVERY_OUTLIER_MAX_EJECTED_PERCENT"),
+    ("zone_spill_in_flight", "DISCOVERY_ZONE_SPILL_IN_FLIGHT"),
+];
 
 impl ClientOptions {
     /// The defaults, with the balancing variables of the process environment.
@@ -160,51 +179,30 @@ impl ClientOptions {
     /// `DISCOVERY_CLIENT_ID` (else `HOSTNAME`, else `/etc/hostname`), `DISCOVERY_SLOW_START`,
     /// `DISCOVERY_OUTLIER_FAILURES`, `DISCOVERY_OUTLIER_EJECTION`, `DISCOVERY_OUTLIER_MAX_EJECTION`,
     /// `DISCOVERY_OUTLIER_MAX_EJECTED_PERCENT`, `DISCOVERY_ZONE_AWARE`,
-    /// `DISCOVERY_ZONE_SPILL_IN_FLIGHT`, `DISCOVERY_DEPARTED_GRACE`.
+    /// `DISCOVERY_ZONE_SPILL_IN_FLIGHT`, `DISCOVERY_DEPARTED_GRACE`; checked as
+    /// [`ClientOptions::validate`] checks, with errors naming the variable.
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let raw: Raw = load_raw(vars, crate::config::ENV_PREFIX)?;
-        let d = ClientOptions::default();
-        let v = |name: &str| format!("DISCOVERY_{name}");
-        let outlier = OutlierOptions {
-            consecutive_failures: parse_var(raw.outlier_failures, &v("OUTLIER_FAILURES"), |s| {
-                parse_in_range(s, 0, 1000)
-            })?
-            .unwrap_or(d.outlier.consecutive_failures),
-            base_ejection: parse_var(raw.outlier_ejection, &v("OUTLIER_EJECTION"), parse_nonzero_duration)?
-                .unwrap_or(d.outlier.base_ejection),
-            max_ejection: parse_var(raw.outlier_max_ejection, &v("OUTLIER_MAX_EJECTION"), parse_nonzero_duration)?
-                .unwrap_or(d.outlier.max_ejection),
-            max_ejected_percent: parse_var(raw.outlier_max_ejected_percent, &v("OUTLIER_MAX_EJECTED_PERCENT"), |s| {
-                parse_in_range(s, 0, 100)
-            })?
-            .unwrap_or(d.outlier.max_ejected_percent),
-        };
-        if outlier.max_ejection < outlier.base_ejection {
-            return Err(ConfigError::invalid(
-                v("OUTLIER_MAX_EJECTION"),
-                crate::config::env::format_duration(outlier.max_ejection),
-                "must not be below DISCOVERY_OUTLIER_EJECTION",
-            ));
-        }
-        let client_id = parse_var(raw.client_id, &v("CLIENT_ID"), |s| {
-            if s.len() > 253 { Err("expected at most 253 characters".to_owned()) } else { Ok(s.to_owned()) }
-        })?
-        .or_else(|| host_name(vars));
-        Ok(ClientOptions {
-            subset_size: parse_var(raw.subset_size, &v("SUBSET_SIZE"), |s| parse_in_range(s, 0, 1_000_000))?
-                .unwrap_or(d.subset_size),
-            client_id,
-            slow_start: parse_var(raw.slow_start, &v("SLOW_START"), parse_duration)?.unwrap_or(d.slow_start),
-            outlier,
-            zone_aware: parse_var(raw.zone_aware, &v("ZONE_AWARE"), parse_bool)?.unwrap_or(d.zone_aware),
-            zone_spill_in_flight: parse_var(raw.zone_spill_in_flight, &v("ZONE_SPILL_IN_FLIGHT"), |s| {
-                parse_in_range(s, 1, 1_000_000)
-            })?
-            .unwrap_or(d.zone_spill_in_flight),
-            departed_grace: parse_var(raw.departed_grace, &v("DEPARTED_GRACE"), parse_duration)?
-                .unwrap_or(d.departed_grace),
-            ..d
-        })
+        let raw: Raw = vars::load(crate::config::ENV_PREFIX, vars)?;
+        let mut o = ClientOptions::default();
+        set(&mut o.subset_size, raw.subset_size);
+        set(&mut o.slow_start, raw.slow_start);
+        set(&mut o.zone_spill_in_flight, raw.zone_spill_in_flight);
+        set(&mut o.departed_grace, raw.departed_grace);
+        set(&mut o.zone_aware, raw.zone_aware);
+        set(&mut o.outlier.consecutive_failures, raw.outlier_failures);
+        set(&mut o.outlier.base_ejection, raw.outlier_ejection);
+        set(&mut o.outlier.max_ejection, raw.outlier_max_ejection);
+        set(&mut o.outlier.max_ejected_percent, raw.outlier_max_ejected_percent);
+        o.client_id = raw.client_id.map(|v| v.0).or_else(|| host_name(vars));
+        o.validate().map_err(|e| {
+            let variable = VARIABLES
+                .iter()
+                .find(|(f, _)| *f == e.field())
+                .map_or_else(|| e.field().to_owned(), |(_, v)| (*v).to_owned());
+            let reason = e.reason().replace("outlier.base_ejection", "DISCOVERY_OUTLIER_EJECTION");
+            ConfigError::invalid(variable, e.value(), reason)
+        })?;
+        Ok(o)
     }
 
     /// Declares the policy of one method (`/<package>.<Service>/<Method>`) or of every method of a
@@ -369,12 +367,13 @@ mod tests {
         assert_eq!(o.departed_grace, Duration::from_secs(3));
         assert!(o.validate().is_ok());
         for (var, val, hint) in [
-            ("DISCOVERY_SUBSET_SIZE", "-1", "0 to 1000000"),
+            ("DISCOVERY_SUBSET_SIZE", "-1", "whole number"),
+            ("DISCOVERY_SUBSET_SIZE", "2000000", "0 (all) to 1000000"),
             ("DISCOVERY_OUTLIER_MAX_EJECTED_PERCENT", "150", "0 to 100"),
             ("DISCOVERY_OUTLIER_EJECTION", "5", "unit"),
             ("DISCOVERY_OUTLIER_EJECTION", "9999999999999999h", "at most"),
             ("DISCOVERY_ZONE_AWARE", "sometimes", "true or false"),
-            ("DISCOVERY_ZONE_SPILL_IN_FLIGHT", "0", "1 to 1000000"),
+            ("DISCOVERY_ZONE_SPILL_IN_FLIGHT", "0", "at least 1"),
             ("DISCOVERY_OUTLIER_MAX_EJECTION", "1s", "DISCOVERY_OUTLIER_EJECTION"),
         ] {
             let e = ClientOptions::from_vars(&vars(&[(var, val)])).expect_err(var).to_string();

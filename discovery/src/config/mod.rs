@@ -1,22 +1,24 @@
 //! Configuration: defaults → optional file (`DISCOVERY_CONFIG_FILE`) → `DISCOVERY_*` environment
-//! variables, read with the `config` crate, then validated once. Every error names the variable and
-//! the values it accepts. Tests build [`DiscoveryConfig`] directly or pass an explicit variable map
-//! to [`DiscoveryConfig::from_vars`]; nothing here mutates the process environment.
+//! variables, gathered by the `config` crate and deserialized with serde into typed fields
+//! ([`vars`]), then validated once ([`DiscoveryConfig::validate`], which also checks a configuration
+//! built in code). Every error names the variable and the values it accepts. Tests build
+//! [`DiscoveryConfig`] directly or pass an explicit variable map to [`DiscoveryConfig::from_vars`];
+//! nothing here mutates the process environment.
 
-#[doc(hidden)]
-pub mod env;
+mod types;
+mod validate;
+pub mod vars;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use self::env::{
-    MAX_DURATION, format_duration, load_raw, parse_bool, parse_dns_server, parse_duration, parse_in_range,
-    parse_nonzero_duration, parse_port_number, parse_port_spec, parse_var,
-};
-use crate::mapping::{Mapping, Template};
+pub use self::types::{ApiConfig, BackoffConfig, DnsConfig, Host, IpFamily, Locality, Mode, StaticEndpoint};
+use self::types::{NameServer, StaticList};
+use self::vars::Var;
+use crate::mapping::{Mapping, Mappings, Template};
 use crate::model::PortSpec;
 
 /// Prefix of every variable this crate reads.
@@ -24,6 +26,7 @@ pub const ENV_PREFIX: &str = "DISCOVERY";
 
 /// A configuration value that cannot be used.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// A variable holds a value outside what it accepts.
     #[error("invalid {variable}={value:?}: {reason}")]
@@ -36,8 +39,8 @@ pub enum ConfigError {
         reason: String,
     },
     /// The configuration file or environment could not be read.
-    #[error("failed to read configuration: {0}")]
-    Read(#[source] config::ConfigError),
+    #[error("failed to read configuration")]
+    Read(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl ConfigError {
@@ -45,137 +48,19 @@ impl ConfigError {
     pub fn invalid(variable: impl Into<String>, value: impl Into<String>, reason: impl Into<String>) -> Self {
         ConfigError::Invalid { variable: variable.into(), value: value.into(), reason: reason.into() }
     }
-}
 
-/// How endpoints are found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// Watch EndpointSlices through the Kubernetes API (DNS, then the Service VIP, as failover).
-    Api,
-    /// Cluster DNS: SRV, then A/AAAA.
-    Dns,
-    /// A fixed list of addresses.
-    Static,
-}
-
-/// Which address of a dual-stack pod is used.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum IpFamily {
-    /// The family of this pod's own IP (`DISCOVERY_POD_IP`), else IPv4; a pod with only the other
-    /// family is still used.
-    Auto,
-    /// IPv4 addresses only.
-    Ipv4,
-    /// IPv6 addresses only.
-    Ipv6,
-}
-
-/// A static endpoint's host.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Host {
-    /// An IP address.
-    Ip(IpAddr),
-    /// A host name, resolved by the system resolver (and again every `DISCOVERY_DNS_TTL_CEILING`).
-    Name(String),
-}
-
-/// One entry of `DISCOVERY_STATIC_ENDPOINTS`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct StaticEndpoint {
-    /// IP or name.
-    pub host: Host,
-    /// Port.
-    pub port: u16,
-}
-
-impl std::fmt::Display for StaticEndpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.host {
-            Host::Ip(ip) => write!(f, "{}", SocketAddr::new(*ip, self.port)),
-            Host::Name(n) => write!(f, "{n}:{}", self.port),
+    /// The variable at fault, when one is.
+    pub fn variable(&self) -> Option<&str> {
+        match self {
+            ConfigError::Invalid { variable, .. } => Some(variable),
+            ConfigError::Read(_) => None,
         }
     }
 }
 
-/// Settings of the DNS source.
-#[derive(Clone, Debug)]
-pub struct DnsConfig {
-    /// Name server to ask; `None` reads `/etc/resolv.conf`.
-    pub server: Option<SocketAddr>,
-    /// Cluster domain (`cluster.local`).
-    pub cluster_domain: String,
-    /// Ask SRV first for the port and targets (CoreDNS has SRV for named ports; Docker's DNS has none).
-    pub srv: bool,
-    /// Never re-resolve sooner than this, whatever the TTL.
-    pub ttl_floor: Duration,
-    /// Never wait longer than this, whatever the TTL (Docker's DNS says 600 s).
-    pub ttl_ceiling: Duration,
-    /// One query's timeout.
-    pub timeout: Duration,
-    /// Attempts per query (each within `timeout`).
-    pub attempts: usize,
-}
-
-/// Settings of the API source and of failover.
-#[derive(Clone, Debug)]
-pub struct ApiConfig {
-    /// API server URL override (e.g. `http://127.0.0.1:8001` behind `kubectl proxy`); `None` infers
-    /// in-cluster config, then kubeconfig.
-    pub server: Option<String>,
-    /// Look up Services by their `dubbo.apache.org/*` annotations (needs list/watch on services).
-    pub annotations: bool,
-    /// Check RBAC with SelfSubjectAccessReviews for each namespace watched.
-    pub rbac_check: bool,
-    /// Server-side timeout of one watch request.
-    pub watch_timeout: Duration,
-    /// A watch that delivers nothing (no event, no bookmark) for this long is restarted.
-    pub watch_idle_timeout: Duration,
-    /// Deadline of each request that is not a watch (list pages, access reviews, Node look-up), and
-    /// of the wait for a watch to be accepted.
-    pub request_timeout: Duration,
-    /// How often the API server is asked `GET /readyz` while watches run (zero: never). When it stops
-    /// answering at all (a frozen or unreachable server whose connections stay open), every watch is
-    /// ended and the state listed again, without waiting for the idle timeout.
-    pub probe_interval: Duration,
-    /// List page size.
-    pub page_size: u32,
-    /// Fall back to DNS, then the Service VIP, when the API is unreachable.
-    pub failover: bool,
-    /// How long the last-known-good set is served while the API is unreachable before falling back.
-    pub max_stale: Duration,
-    /// How long a cold start waits for its first list before falling back.
-    pub cold_start_timeout: Duration,
-    /// How long the API must stay live after an outage before DNS failover stops (a failure within it
-    /// continues the same outage).
-    pub recovery_hold: Duration,
-    /// Accept loopback addresses in EndpointSlices (the API server refuses them; for local test
-    /// servers only).
-    pub allow_loopback: bool,
-}
-
-/// Retry pacing of every source.
-#[derive(Clone, Copy, Debug)]
-pub struct BackoffConfig {
-    /// First delay.
-    pub min: Duration,
-    /// Largest delay.
-    pub max: Duration,
-}
-
-/// Where this process runs, for zone-aware clients.
-#[derive(Clone, Debug, Default)]
-pub struct Locality {
-    /// This process's zone (`DISCOVERY_ZONE`); wins over the node's label.
-    pub zone: Option<String>,
-    /// This pod's node (`DISCOVERY_NODE_NAME`, downward API `spec.nodeName`): its
-    /// `topology.kubernetes.io/zone` label is read when `zone` is unset (needs `get` on nodes).
-    pub node_name: Option<String>,
-    /// This pod's IP (`DISCOVERY_POD_IP`, downward API `status.podIP`), for `DISCOVERY_IP_FAMILY=auto`.
-    pub pod_ip: Option<IpAddr>,
-}
-
 /// The whole, validated configuration of the discovery crate.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct DiscoveryConfig {
     /// How endpoints are found.
     pub mode: Mode,
@@ -245,312 +130,151 @@ impl Default for DiscoveryConfig {
     }
 }
 
-/// Every variable as text, as the `config` crate gathers it (lowercase keys without the prefix).
+/// Every variable, typed: a value that does not parse is an error naming it.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct Raw {
-    mode: Option<String>,
-    namespace: Option<String>,
-    port: Option<String>,
-    fallback_port: Option<String>,
-    mappings: Option<String>,
-    service_template: Option<String>,
-    static_endpoints: Option<String>,
-    ip_family: Option<String>,
-    dns_server: Option<String>,
-    cluster_domain: Option<String>,
-    dns_srv: Option<String>,
-    dns_ttl_floor: Option<String>,
-    dns_ttl_ceiling: Option<String>,
-    dns_timeout: Option<String>,
-    dns_attempts: Option<String>,
-    api_server: Option<String>,
-    annotations: Option<String>,
-    rbac_check: Option<String>,
-    watch_timeout: Option<String>,
-    watch_idle_timeout: Option<String>,
-    request_timeout: Option<String>,
-    api_probe_interval: Option<String>,
-    page_size: Option<String>,
-    failover: Option<String>,
-    max_stale: Option<String>,
-    cold_start_timeout: Option<String>,
-    recovery_hold: Option<String>,
-    allow_loopback: Option<String>,
-    backoff_min: Option<String>,
-    backoff_max: Option<String>,
-    zone: Option<String>,
-    node_name: Option<String>,
-    pod_ip: Option<String>,
+    mode: Option<Var<Mode>>,
+    namespace: Option<Var<String>>,
+    port: Option<Var<PortSpec>>,
+    fallback_port: Option<Var<u16>>,
+    mappings: Option<Var<Mappings>>,
+    service_template: Option<Var<Template>>,
+    static_endpoints: Option<Var<StaticList>>,
+    ip_family: Option<Var<IpFamily>>,
+    dns_server: Option<Var<NameServer>>,
+    cluster_domain: Option<Var<String>>,
+    dns_srv: Option<Var<bool>>,
+    dns_ttl_floor: Option<Var<Duration>>,
+    dns_ttl_ceiling: Option<Var<Duration>>,
+    dns_timeout: Option<Var<Duration>>,
+    dns_attempts: Option<Var<usize>>,
+    api_server: Option<Var<String>>,
+    annotations: Option<Var<bool>>,
+    rbac_check: Option<Var<bool>>,
+    watch_timeout: Option<Var<Duration>>,
+    watch_idle_timeout: Option<Var<Duration>>,
+    request_timeout: Option<Var<Duration>>,
+    api_probe_interval: Option<Var<Duration>>,
+    page_size: Option<Var<u32>>,
+    failover: Option<Var<bool>>,
+    max_stale: Option<Var<Duration>>,
+    cold_start_timeout: Option<Var<Duration>>,
+    recovery_hold: Option<Var<Duration>>,
+    allow_loopback: Option<Var<bool>>,
+    backoff_min: Option<Var<Duration>>,
+    backoff_max: Option<Var<Duration>>,
+    zone: Option<Var<String>>,
+    node_name: Option<Var<String>>,
+    pod_ip: Option<Var<IpAddr>>,
 }
 
 /// Where the pod's namespace is mounted in a cluster.
 const SA_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
 
-fn var(name: &str) -> String {
-    format!("{ENV_PREFIX}_{name}")
+/// Replaces `slot` with the value given, if any.
+pub(crate) fn set<T>(slot: &mut T, given: Option<Var<T>>) {
+    if let Some(Var(v)) = given {
+        *slot = v;
+    }
 }
 
-fn invalid(name: &str, value: &str, reason: &str) -> ConfigError {
-    ConfigError::invalid(var(name), value, reason)
-}
-
-fn opt<T>(
-    raw: Option<String>,
-    name: &str,
-    default: T,
-    parse: impl FnOnce(&str) -> Result<T, String>,
-) -> Result<T, ConfigError> {
-    Ok(parse_var(raw, &var(name), parse)?.unwrap_or(default))
+fn set_some<T>(slot: &mut Option<T>, given: Option<Var<T>>) {
+    if let Some(Var(v)) = given {
+        *slot = Some(v);
+    }
 }
 
 impl DiscoveryConfig {
+    /// The defaults in `mode`.
+    pub fn new(mode: Mode) -> Self {
+        DiscoveryConfig { mode, ..DiscoveryConfig::default() }
+    }
+
+    /// The same, in `namespace`.
+    pub fn with_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// The same, with these static endpoints (static mode).
+    pub fn with_static_endpoints(mut self, endpoints: impl IntoIterator<Item = StaticEndpoint>) -> Self {
+        self.static_endpoints = endpoints.into_iter().collect();
+        self
+    }
+
     /// Reads the process environment (and `DISCOVERY_CONFIG_FILE` if set).
     pub fn from_env() -> Result<Self, ConfigError> {
         let vars: HashMap<String, String> = std::env::vars().collect();
         Self::from_vars(&vars)
     }
 
-    /// Reads the given variables (and the file named by `DISCOVERY_CONFIG_FILE` among them).
+    /// Reads the given variables (and the file named by `DISCOVERY_CONFIG_FILE` among them), then
+    /// validates the result.
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        Self::from_raw(load_raw(vars, ENV_PREFIX)?)
+        let raw: Raw = vars::load(ENV_PREFIX, vars)?;
+        let mut c = DiscoveryConfig::default();
+        c.apply(raw);
+        c.validate()?;
+        Ok(c)
     }
 
-    fn from_raw(raw: Raw) -> Result<Self, ConfigError> {
-        let d = DiscoveryConfig::default();
-        let mode = opt(raw.mode, "MODE", d.mode, |v| match v.to_ascii_lowercase().as_str() {
-            "api" => Ok(Mode::Api),
-            "dns" => Ok(Mode::Dns),
-            "static" => Ok(Mode::Static),
-            _ => Err("expected one of: api, dns, static".to_owned()),
-        })?;
-        let namespace = match parse_var(raw.namespace, &var("NAMESPACE"), |ns| {
-            crate::mapping::check_label(ns, 63, false).map_err(|why| format!("{why} (DNS-1123 label)"))?;
-            Ok(ns.to_owned())
-        })? {
-            Some(ns) => ns,
-            None => std::fs::read_to_string(SA_NAMESPACE_FILE)
-                .map(|s| s.trim().to_owned())
-                .ok()
-                .filter(|s| !s.is_empty())
-                .unwrap_or(d.namespace),
-        };
-        let port = opt(raw.port, "PORT", d.port, parse_port_spec)?;
-        let fallback_port = opt(raw.fallback_port, "FALLBACK_PORT", d.fallback_port, parse_port_number)?;
-        let template = opt(raw.service_template, "SERVICE_TEMPLATE", d.template, |t| {
-            Template::parse(t).map_err(|e| e.to_string())
-        })?;
-        let mappings = opt(raw.mappings, "MAPPINGS", Vec::new(), |m| {
-            crate::mapping::parse_mappings(m).map_err(|e| e.to_string())
-        })?;
-        let static_endpoints =
-            opt(raw.static_endpoints, "STATIC_ENDPOINTS", Vec::new(), |s| parse_static(s, fallback_port))?;
-        let ip_family = opt(raw.ip_family, "IP_FAMILY", d.ip_family, |v| match v.to_ascii_lowercase().as_str() {
-            "auto" => Ok(IpFamily::Auto),
-            "ipv4" => Ok(IpFamily::Ipv4),
-            "ipv6" => Ok(IpFamily::Ipv6),
-            _ => Err("expected auto, ipv4 or ipv6".to_owned()),
-        })?;
-        let dns = DnsConfig {
-            server: parse_var(raw.dns_server, &var("DNS_SERVER"), parse_dns_server)?,
-            cluster_domain: opt(raw.cluster_domain, "CLUSTER_DOMAIN", d.dns.cluster_domain, |c| {
-                let c = c.trim_end_matches('.');
-                if c.split('.').any(|l| crate::mapping::check_label(l, 63, false).is_err()) {
-                    return Err("expected dot-separated DNS labels, e.g. cluster.local".to_owned());
-                }
-                Ok(c.to_owned())
-            })?,
-            srv: opt(raw.dns_srv, "DNS_SRV", d.dns.srv, parse_bool)?,
-            ttl_floor: opt(raw.dns_ttl_floor, "DNS_TTL_FLOOR", d.dns.ttl_floor, parse_nonzero_duration)?,
-            ttl_ceiling: opt(raw.dns_ttl_ceiling, "DNS_TTL_CEILING", d.dns.ttl_ceiling, parse_nonzero_duration)?,
-            timeout: opt(raw.dns_timeout, "DNS_TIMEOUT", d.dns.timeout, parse_nonzero_duration)?,
-            attempts: opt(raw.dns_attempts, "DNS_ATTEMPTS", d.dns.attempts, |v| parse_in_range(v, 1, 10))?,
-        };
-        let api = ApiConfig {
-            server: parse_var(raw.api_server, &var("API_SERVER"), |s| {
-                if !(s.starts_with("http://") || s.starts_with("https://")) || s.parse::<http::Uri>().is_err() {
-                    return Err("expected an http:// or https:// URL".to_owned());
-                }
-                Ok(s.to_owned())
-            })?,
-            annotations: opt(raw.annotations, "ANNOTATIONS", d.api.annotations, parse_bool)?,
-            rbac_check: opt(raw.rbac_check, "RBAC_CHECK", d.api.rbac_check, parse_bool)?,
-            watch_timeout: opt(raw.watch_timeout, "WATCH_TIMEOUT", d.api.watch_timeout, |v| {
-                let t = parse_duration(v)?;
-                if t < Duration::from_secs(1) { Err("expected at least 1s".to_owned()) } else { Ok(t) }
-            })?,
-            watch_idle_timeout: opt(
-                raw.watch_idle_timeout,
-                "WATCH_IDLE_TIMEOUT",
-                d.api.watch_idle_timeout,
-                parse_nonzero_duration,
-            )?,
-            request_timeout: opt(
-                raw.request_timeout,
-                "REQUEST_TIMEOUT",
-                d.api.request_timeout,
-                parse_nonzero_duration,
-            )?,
-            probe_interval: opt(raw.api_probe_interval, "API_PROBE_INTERVAL", d.api.probe_interval, parse_duration)?,
-            page_size: opt(raw.page_size, "PAGE_SIZE", d.api.page_size, |v| parse_in_range(v, 1, 100_000))?,
-            failover: opt(raw.failover, "FAILOVER", d.api.failover, parse_bool)?,
-            max_stale: opt(raw.max_stale, "MAX_STALE", d.api.max_stale, parse_duration)?,
-            cold_start_timeout: opt(
-                raw.cold_start_timeout,
-                "COLD_START_TIMEOUT",
-                d.api.cold_start_timeout,
-                parse_duration,
-            )?,
-            recovery_hold: opt(raw.recovery_hold, "RECOVERY_HOLD", d.api.recovery_hold, parse_duration)?,
-            allow_loopback: opt(raw.allow_loopback, "ALLOW_LOOPBACK", d.api.allow_loopback, parse_bool)?,
-        };
-        let backoff = BackoffConfig {
-            min: opt(raw.backoff_min, "BACKOFF_MIN", d.backoff.min, parse_nonzero_duration)?,
-            max: opt(raw.backoff_max, "BACKOFF_MAX", d.backoff.max, parse_nonzero_duration)?,
-        };
-        let locality = Locality {
-            zone: opt(raw.zone, "ZONE", None, |z| {
-                if z.len() > 63 || z.chars().any(char::is_whitespace) {
-                    return Err("expected a zone name as in topology.kubernetes.io/zone, e.g. us-east-1a".to_owned());
-                }
-                Ok(Some(z.to_owned()))
-            })?,
-            node_name: opt(raw.node_name, "NODE_NAME", None, |n| {
-                crate::mapping::check_subdomain(n).map_err(|why| format!("{why} (a node name)"))?;
-                Ok(Some(n.to_owned()))
-            })?,
-            pod_ip: opt(raw.pod_ip, "POD_IP", None, |ip| {
-                ip.parse::<IpAddr>()
-                    .map(Some)
-                    .map_err(|_| "expected an IP address (downward API status.podIP)".to_owned())
-            })?,
-        };
-        let cfg = DiscoveryConfig {
-            mode,
-            namespace,
-            port,
-            fallback_port,
-            mappings,
-            template,
-            static_endpoints,
-            ip_family,
-            dns,
-            api,
-            backoff,
-            locality,
-        };
-        cfg.validate()?;
-        Ok(cfg)
+    fn apply(&mut self, raw: Raw) {
+        self.apply_dns(&raw);
+        self.apply_api(&raw);
+        set(&mut self.mode, raw.mode);
+        self.namespace = raw
+            .namespace
+            .map(|v| v.0)
+            .or_else(|| std::fs::read_to_string(SA_NAMESPACE_FILE).ok().map(|s| s.trim().to_owned()))
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| self.namespace.clone());
+        set(&mut self.port, raw.port);
+        set(&mut self.fallback_port, raw.fallback_port);
+        if let Some(Var(m)) = raw.mappings {
+            self.mappings = m.0;
+        }
+        set(&mut self.template, raw.service_template);
+        if let Some(Var(list)) = raw.static_endpoints {
+            self.static_endpoints = list.with_fallback(self.fallback_port);
+        }
+        set(&mut self.ip_family, raw.ip_family);
+        set(&mut self.backoff.min, raw.backoff_min);
+        set(&mut self.backoff.max, raw.backoff_max);
+        set_some(&mut self.locality.zone, raw.zone);
+        set_some(&mut self.locality.node_name, raw.node_name);
+        set_some(&mut self.locality.pod_ip, raw.pod_ip);
     }
 
-    /// Checks a configuration however it was made (environment, file, or code): every value in its
-    /// range, and nothing that would make a loop spin or a deadline overflow. The error names the
-    /// variable that sets the value. [`crate::Discovery::new`] calls it.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let ms = Duration::from_millis;
-        let within = |name: &str, d: Duration, min: Duration| -> Result<(), ConfigError> {
-            if d < min || d > MAX_DURATION {
-                let accepted = format!("expected {} to 24h", format_duration(min));
-                return Err(invalid(name, &format_duration(d), &accepted));
-            }
-            Ok(())
-        };
-        crate::mapping::check_label(&self.namespace, 63, false)
-            .map_err(|why| invalid("NAMESPACE", &self.namespace, &format!("{why} (DNS-1123 label)")))?;
-        if self.fallback_port == 0 {
-            return Err(invalid("FALLBACK_PORT", "0", "expected a port number 1-65535"));
+    fn apply_dns(&mut self, raw: &Raw) {
+        let d = &mut self.dns;
+        d.server = raw.dns_server.map(|v| v.0.0).or(d.server);
+        if let Some(Var(c)) = &raw.cluster_domain {
+            c.trim_end_matches('.').clone_into(&mut d.cluster_domain);
         }
-        if self.mode == Mode::Static && self.static_endpoints.is_empty() {
-            return Err(invalid(
-                "STATIC_ENDPOINTS",
-                "",
-                "static mode needs at least one endpoint: a comma-separated list of host:port",
-            ));
-        }
-        let dns = &self.dns;
-        within("DNS_TTL_FLOOR", dns.ttl_floor, ms(100))?;
-        within("DNS_TTL_CEILING", dns.ttl_ceiling, ms(100))?;
-        if dns.ttl_ceiling < dns.ttl_floor {
-            return Err(invalid(
-                "DNS_TTL_CEILING",
-                &format_duration(dns.ttl_ceiling),
-                &format!("must not be below DISCOVERY_DNS_TTL_FLOOR ({})", format_duration(dns.ttl_floor)),
-            ));
-        }
-        within("DNS_TIMEOUT", dns.timeout, ms(10))?;
-        if !(1..=10).contains(&dns.attempts) {
-            return Err(invalid("DNS_ATTEMPTS", &dns.attempts.to_string(), "expected a whole number from 1 to 10"));
-        }
-        let api = &self.api;
-        within("WATCH_TIMEOUT", api.watch_timeout, Duration::from_secs(1))?;
-        within("REQUEST_TIMEOUT", api.request_timeout, ms(10))?;
-        within("WATCH_IDLE_TIMEOUT", api.watch_idle_timeout, ms(10))?;
-        if api.watch_idle_timeout <= api.request_timeout {
-            return Err(invalid(
-                "WATCH_IDLE_TIMEOUT",
-                &format_duration(api.watch_idle_timeout),
-                &format!(
-                    "must be above DISCOVERY_REQUEST_TIMEOUT ({}); the API server sends a bookmark about once a \
-                     minute, so keep it well above 60s in a cluster",
-                    format_duration(api.request_timeout)
-                ),
-            ));
-        }
-        if !api.probe_interval.is_zero() {
-            within("API_PROBE_INTERVAL", api.probe_interval, ms(100))?;
-        }
-        if !(1..=100_000).contains(&api.page_size) {
-            return Err(invalid("PAGE_SIZE", &api.page_size.to_string(), "expected a whole number from 1 to 100000"));
-        }
-        within("MAX_STALE", api.max_stale, Duration::ZERO)?;
-        within("COLD_START_TIMEOUT", api.cold_start_timeout, Duration::ZERO)?;
-        within("RECOVERY_HOLD", api.recovery_hold, Duration::ZERO)?;
-        within("BACKOFF_MIN", self.backoff.min, ms(10))?;
-        within("BACKOFF_MAX", self.backoff.max, ms(10))?;
-        if self.backoff.max < self.backoff.min {
-            return Err(invalid(
-                "BACKOFF_MAX",
-                &format_duration(self.backoff.max),
-                "must not be below DISCOVERY_BACKOFF_MIN",
-            ));
-        }
-        Ok(())
+        set(&mut d.srv, raw.dns_srv);
+        set(&mut d.ttl_floor, raw.dns_ttl_floor);
+        set(&mut d.ttl_ceiling, raw.dns_ttl_ceiling);
+        set(&mut d.timeout, raw.dns_timeout);
+        set(&mut d.attempts, raw.dns_attempts);
     }
-}
 
-/// `host:port,host:port`; IPv6 in brackets; a host without a port gets `fallback_port`.
-pub fn parse_static(v: &str, fallback_port: u16) -> Result<Vec<StaticEndpoint>, String> {
-    let mut out = Vec::new();
-    for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        if let Ok(sa) = item.parse::<SocketAddr>() {
-            if sa.port() == 0 {
-                return Err(format!("{item:?}: port out of range: expected 1-65535"));
-            }
-            out.push(StaticEndpoint { host: Host::Ip(sa.ip()), port: sa.port() });
-            continue;
-        }
-        if let Ok(ip) = item.trim_matches(['[', ']']).parse::<IpAddr>() {
-            out.push(StaticEndpoint { host: Host::Ip(ip), port: fallback_port });
-            continue;
-        }
-        let (host, port) = match item.rsplit_once(':') {
-            Some((h, p)) => (h, parse_port_number(p).map_err(|why| format!("{item:?}: {why}"))?),
-            None => (item, fallback_port),
-        };
-        let valid_host = !host.is_empty()
-            && host.len() <= 253
-            && host
-                .split('.')
-                .all(|l| !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
-        if !valid_host {
-            return Err(format!("{item:?} is not host:port (host: an IP or a DNS name)"));
-        }
-        out.push(StaticEndpoint { host: Host::Name(host.to_ascii_lowercase()), port });
+    fn apply_api(&mut self, raw: &Raw) {
+        let a = &mut self.api;
+        set_some(&mut a.server, raw.api_server.clone());
+        set(&mut a.annotations, raw.annotations);
+        set(&mut a.rbac_check, raw.rbac_check);
+        set(&mut a.watch_timeout, raw.watch_timeout);
+        set(&mut a.watch_idle_timeout, raw.watch_idle_timeout);
+        set(&mut a.request_timeout, raw.request_timeout);
+        set(&mut a.probe_interval, raw.api_probe_interval);
+        set(&mut a.page_size, raw.page_size);
+        set(&mut a.failover, raw.failover);
+        set(&mut a.max_stale, raw.max_stale);
+        set(&mut a.cold_start_timeout, raw.cold_start_timeout);
+        set(&mut a.recovery_hold, raw.recovery_hold);
+        set(&mut a.allow_loopback, raw.allow_loopback);
     }
-    if out.is_empty() {
-        return Err("expected a comma-separated list of host:port".to_owned());
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -654,16 +378,6 @@ mod tests {
         assert_eq!(c.dns.ttl_floor, Duration::from_secs(2));
         let missing = DiscoveryConfig::from_vars(&vars(&[("DISCOVERY_CONFIG_FILE", "/nonexistent/x.toml")]));
         assert!(missing.is_err());
-    }
-
-    #[test]
-    fn static_lists() {
-        let eps = parse_static("10.0.0.1:1, [::1]:2,provider-a:3,provider-b", 50051).expect("valid");
-        let shown: Vec<String> = eps.iter().map(ToString::to_string).collect();
-        assert_eq!(shown, vec!["10.0.0.1:1", "[::1]:2", "provider-a:3", "provider-b:50051"]);
-        assert!(parse_static("a b:1", 1).is_err());
-        assert!(parse_static("host:0", 1).is_err());
-        assert!(parse_static("10.0.0.1:0", 1).is_err());
     }
 }
 

@@ -7,7 +7,7 @@ pub(crate) mod services;
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::config::env::parse_port_spec;
+use crate::config::vars::FromVar;
 use crate::model::{PortSpec, ServiceRef, Target};
 
 /// Annotation naming the interface(s) a Service serves (comma-separated).
@@ -66,6 +66,22 @@ pub struct Mapping {
     pub port: Option<PortSpec>,
 }
 
+/// `DISCOVERY_MAPPINGS` as read: the explicit mappings, in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Mappings(pub Vec<Mapping>);
+
+impl FromVar for Mappings {
+    fn from_var(text: &str) -> Result<Self, String> {
+        parse_mappings(text).map(Mappings).map_err(|e| e.to_string())
+    }
+}
+
+impl FromVar for Template {
+    fn from_var(text: &str) -> Result<Self, String> {
+        Template::parse(text).map_err(|e| e.to_string())
+    }
+}
+
 /// Parses `[group/]interface[:version]=[namespace/]service[:port]`, comma-separated.
 pub fn parse_mappings(s: &str) -> Result<Vec<Mapping>, MappingError> {
     let mut out = Vec::new();
@@ -88,7 +104,7 @@ pub fn parse_mappings(s: &str) -> Result<Vec<Mapping>, MappingError> {
             None => (None, right.trim()),
         };
         let (target, port) = match rest.split_once(':') {
-            Some((t, p)) => (t.trim(), Some(parse_port_spec(p.trim()).map_err(|w| bad(&w))?)),
+            Some((t, p)) => (t.trim(), Some(PortSpec::from_var(p.trim()).map_err(|w| bad(&w))?)),
             None => (rest, None),
         };
         check_label(target, 63, true).map_err(|why| bad(&format!("service {target:?} {why}")))?;
@@ -386,7 +402,7 @@ impl Mapper {
         let (name, ann) = *best.first()?;
         let (port, bad_port) = match ann.get(ANNOTATION_PORT).map(|p| p.trim()) {
             None | Some("") => (self.port.clone(), None),
-            Some(p) => match parse_port_spec(p) {
+            Some(p) => match PortSpec::from_var(p) {
                 Ok(port) => (port, None),
                 Err(_) => (self.port.clone(), Some(p.to_owned())),
             },

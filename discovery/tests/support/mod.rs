@@ -19,7 +19,7 @@ pub fn init_tracing() {
 
 /// API mode against `api`, DNS failover against `dns`, short timings.
 pub fn api_config(api: &FakeApiServer, dns: &FakeDns) -> DiscoveryConfig {
-    let mut c = DiscoveryConfig { mode: Mode::Api, namespace: NS.into(), ..DiscoveryConfig::default() };
+    let mut c = DiscoveryConfig::new(Mode::Api).with_namespace(NS);
     c.api.server = Some(api.url());
     c.api.max_stale = Duration::from_secs(30);
     c.api.cold_start_timeout = Duration::from_secs(2);
@@ -31,18 +31,18 @@ pub fn api_config(api: &FakeApiServer, dns: &FakeDns) -> DiscoveryConfig {
     c.dns.ttl_floor = Duration::from_millis(200);
     c.dns.ttl_ceiling = Duration::from_secs(2);
     c.dns.timeout = Duration::from_millis(300);
-    c.backoff = BackoffConfig { min: Duration::from_millis(50), max: Duration::from_millis(400) };
+    c.backoff = BackoffConfig::new(Duration::from_millis(50), Duration::from_millis(400));
     c
 }
 
 /// DNS mode against `dns`.
 pub fn dns_config(dns: &FakeDns) -> DiscoveryConfig {
-    let mut c = DiscoveryConfig { mode: Mode::Dns, namespace: NS.into(), ..DiscoveryConfig::default() };
+    let mut c = DiscoveryConfig::new(Mode::Dns).with_namespace(NS);
     c.dns.server = Some(dns.addr());
     c.dns.ttl_floor = Duration::from_millis(200);
     c.dns.ttl_ceiling = Duration::from_secs(2);
     c.dns.timeout = Duration::from_millis(300);
-    c.backoff = BackoffConfig { min: Duration::from_millis(50), max: Duration::from_millis(400) };
+    c.backoff = BackoffConfig::new(Duration::from_millis(50), Duration::from_millis(400));
     c
 }
 
