@@ -809,13 +809,13 @@ async fn api_down(s: &mut Suite, outage: Duration) -> Result<(), String> {
     let t0 = Instant::now();
     s.world.api.stop();
     let wt = s.watch.clone();
-    let stale = until(outage, || wt.current().freshness != Freshness::Live).await;
-    let dns_at = until(outage, || wt.current().source == Source::Dns).await.map(|_| t0.elapsed());
+    let stale = until(outage, || wt.current().freshness() != Freshness::Live).await;
+    let dns_at = until(outage, || wt.current().source() == Source::Dns).await.map(|_| t0.elapsed());
     tokio::time::sleep(outage.saturating_sub(t0.elapsed())).await;
     s.world.api.restart().await.map_err(|e| format!("API server restart: {e}"))?;
     let back = until(Duration::from_secs(30), || {
         let c = wt.current();
-        c.source == Source::Api && c.freshness == Freshness::Live
+        c.source() == Source::Api && c.freshness() == Freshness::Live
     })
     .await;
     p.reflect = back;

@@ -106,19 +106,19 @@ pub fn endpoints_json(d: &ServiceWatch, in_flight: Option<&HashMap<EndpointKey, 
             })
         })
         .collect();
-    let age_ms = set.published_at.elapsed().map(|d| d.as_millis() as u64).unwrap_or(0);
+    let age_ms = set.published_at().elapsed().map(|d| d.as_millis() as u64).unwrap_or(0);
     json!({
         "service": d.service().to_string(),
         "target": d.target().to_string(),
         "mapping": d.rule(),
         "problem": d.problem(),
-        "version": set.version,
-        "source": set.source,
-        "pending": set.pending,
+        "version": set.version(),
+        "source": set.source(),
+        "pending": set.is_pending(),
         "stale": set.is_stale(),
         "stale_for_ms": set.stale_for(Instant::now()).as_millis() as u64,
         "published_ms_ago": age_ms,
-        "traffic_distribution": set.traffic,
+        "traffic_distribution": set.traffic(),
         "endpoints": endpoints,
     })
 }

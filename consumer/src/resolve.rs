@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use discovery::{Delta, Endpoint, EndpointSet, Freshness, ServiceWatch, Update};
+use discovery::{Delta, Endpoint, EndpointSet, ServiceWatch, Update};
 
 fn dash(o: &Option<String>) -> &str {
     o.as_deref().unwrap_or("-")
@@ -12,18 +12,18 @@ fn dash(o: &Option<String>) -> &str {
 
 /// Renders one snapshot as a table.
 pub fn table(d: &ServiceWatch, set: &EndpointSet) -> String {
-    let state = match set.freshness {
-        _ if set.pending => "pending".to_owned(),
-        Freshness::Live => "live".to_owned(),
-        Freshness::Stale { .. } => format!("stale for {:.1}s", set.stale_for(Instant::now()).as_secs_f64()),
+    let state = match set.stale_since() {
+        _ if set.is_pending() => "pending".to_owned(),
+        None => "live".to_owned(),
+        Some(_) => format!("stale for {:.1}s", set.stale_for(Instant::now()).as_secs_f64()),
     };
     let mut out = format!(
         "{} -> {} (mapping: {:?})\nversion {}  source {}  {}  {} endpoint(s), {} routable\n",
         d.service(),
         d.target(),
         d.rule(),
-        set.version,
-        set.source,
+        set.version(),
+        set.source(),
         state,
         set.len(),
         set.routable_len()
@@ -92,24 +92,21 @@ pub async fn run(
             u = updates.next() => match u { Some(u) => u, None => return Ok(()) },
         };
         let set = update.set();
-        match &update {
-            Update::Reset(_) => {}
-            Update::Apply { deltas, .. } => {
-                writeln!(out, "--- change at version {}", set.version)?;
-                for l in deltas.iter().flat_map(|d| delta_lines(d)) {
-                    writeln!(out, "{l}")?;
-                }
-                if last_source.is_some_and(|s| s != set.source) {
-                    writeln!(
-                        out,
-                        "source {} -> {}",
-                        last_source.map_or("", |s: discovery::Source| s.as_str()),
-                        set.source
-                    )?;
-                }
+        if let Update::Apply { deltas, .. } = &update {
+            writeln!(out, "--- change at version {}", set.version())?;
+            for l in deltas.iter().flat_map(|d| delta_lines(d)) {
+                writeln!(out, "{l}")?;
+            }
+            if last_source.is_some_and(|s| s != set.source()) {
+                writeln!(
+                    out,
+                    "source {} -> {}",
+                    last_source.map_or("", |s: discovery::Source| s.as_str()),
+                    set.source()
+                )?;
             }
         }
-        last_source = Some(set.source);
+        last_source = Some(set.source());
         write!(out, "{}", table(d, set))?;
         out.flush()?;
         if !watch {

@@ -89,7 +89,7 @@ pub async fn run(client: Stack, plan: Plan, shutdown: impl std::future::Future<O
                     causes = ?now.causes,
                     skipped,
                     endpoints = set.routable_len(),
-                    source = %set.source,
+                    source = %set.source(),
                     per_instance = ?per_instance,
                     "calls per provider instance"
                 );

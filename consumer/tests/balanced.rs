@@ -590,7 +590,9 @@ async fn prefer_close_without_hints_uses_the_endpoints_zone_and_spills_when_over
         })
         .collect();
     for c in calls {
-        c.await.expect("join").expect("ok");
+        if let Err(e) = c.await.expect("join") {
+            panic!("a call failed: {e:?}; pool: {:?}", busy.balanced().debug());
+        }
     }
     assert!(
         by_instance(&busy).get("b1").copied().unwrap_or(0) > 0,

@@ -15,6 +15,7 @@ use serde::Serialize;
 
 /// A Dubbo service identity: interface, group and version together name one service.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[non_exhaustive]
 pub struct ServiceRef {
     /// Fully qualified interface, e.g. `org.apache.dubbo.demo.GreeterService`.
     pub interface: String,
@@ -65,6 +66,7 @@ impl fmt::Display for ServiceRef {
 /// Which port of the pods speaks Triple.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(untagged)]
+#[non_exhaustive]
 pub enum PortSpec {
     /// A named port (Service port name, which EndpointSlices carry, and the SRV record label).
     Name(String),
@@ -83,6 +85,7 @@ impl fmt::Display for PortSpec {
 
 /// Where a [`ServiceRef`] lives in Kubernetes.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[non_exhaustive]
 pub struct Target {
     /// Namespace of the Service.
     pub namespace: String,
@@ -90,6 +93,13 @@ pub struct Target {
     pub service: String,
     /// The port that speaks Triple.
     pub port: PortSpec,
+}
+
+impl Target {
+    /// The Service `service` in `namespace`, on `port`.
+    pub fn new(namespace: impl Into<String>, service: impl Into<String>, port: PortSpec) -> Self {
+        Target { namespace: namespace.into(), service: service.into(), port }
+    }
 }
 
 impl fmt::Display for Target {
@@ -100,6 +110,7 @@ impl fmt::Display for Target {
 
 /// The EndpointSlice conditions, with the API's defaults applied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Conditions {
     /// Ready to receive new traffic (unset in a slice means true).
     pub ready: bool,
@@ -162,6 +173,7 @@ impl TrafficDistribution {
 /// Where an endpoint set came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Source {
     /// Watching EndpointSlices through the Kubernetes API.
     Api,
@@ -213,6 +225,7 @@ impl fmt::Display for EndpointKey {
 
 /// One provider instance.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Endpoint {
     /// Address and port that speak Triple.
     pub addr: SocketAddr,
@@ -257,6 +270,7 @@ impl Endpoint {
 
 /// Is the source confirmed current, or serving a last-known-good answer?
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Freshness {
     /// The source is healthy; the set is current.
     Live,
@@ -269,6 +283,7 @@ pub enum Freshness {
 
 /// What changed between two versions of a set.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Delta {
     /// The version this delta applies to.
     pub from: u64,
@@ -296,6 +311,7 @@ impl Delta {
 
 /// Counts by condition, kept up to date incrementally.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Counts {
     /// Ready endpoints.
     pub ready: usize,
@@ -324,20 +340,12 @@ pub(crate) const DELTA_LOG: usize = 32;
 /// A versioned, immutable snapshot of a service's endpoints. Cloning is O(1).
 #[derive(Clone, Debug)]
 pub struct EndpointSet {
-    /// Increases on every published change (endpoints, source or freshness). Versions come from
-    /// one process-wide counter, so they also increase when a service is re-targeted.
-    pub version: u64,
-    /// Where the endpoints came from.
-    pub source: Source,
-    /// Live or stale.
-    pub freshness: Freshness,
-    /// When this snapshot was published (wall clock, for display).
-    pub published_at: SystemTime,
-    /// True until the first answer from any source: "not known yet", as opposed to "known empty".
-    pub pending: bool,
-    /// How the Service asks traffic to be distributed (`spec.trafficDistribution`; API mode with
-    /// Service access only).
-    pub traffic: TrafficDistribution,
+    pub(crate) version: u64,
+    pub(crate) source: Source,
+    pub(crate) freshness: Freshness,
+    pub(crate) published_at: SystemTime,
+    pub(crate) pending: bool,
+    pub(crate) traffic: TrafficDistribution,
     endpoints: imbl::OrdMap<EndpointKey, Arc<Endpoint>>,
     counts: Counts,
     log: imbl::Vector<Arc<Delta>>,
@@ -370,6 +378,46 @@ impl EndpointSet {
             set.counts.add(e.conditions, 1);
         }
         set
+    }
+
+    /// Increases on every published change (endpoints, source or freshness). Versions come from
+    /// one process-wide counter, so they also increase when a service is re-targeted.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Where the endpoints came from.
+    pub fn source(&self) -> Source {
+        self.source
+    }
+
+    /// Live or stale.
+    pub fn freshness(&self) -> Freshness {
+        self.freshness
+    }
+
+    /// When this snapshot was published (wall clock, for display).
+    pub fn published_at(&self) -> SystemTime {
+        self.published_at
+    }
+
+    /// Since when the source has failed to confirm this set (`None`: live).
+    pub fn stale_since(&self) -> Option<Instant> {
+        match self.freshness {
+            Freshness::Stale { since } => Some(since),
+            Freshness::Live => None,
+        }
+    }
+
+    /// True until the first answer from any source: "not known yet", as opposed to "known empty".
+    pub fn is_pending(&self) -> bool {
+        self.pending
+    }
+
+    /// How the Service asks traffic to be distributed (`spec.trafficDistribution`; API mode with
+    /// Service access only).
+    pub fn traffic(&self) -> TrafficDistribution {
+        self.traffic
     }
 
     /// Number of endpoints (routable or not).
@@ -525,6 +573,7 @@ fn routable_in(counts: Counts, c: Conditions) -> bool {
 
 /// What a subscriber applies to follow a set (see `ServiceWatch::updates`).
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub enum Update {
     /// Replace everything with this set: the first answer, a re-targeted service, or a subscriber
     /// that fell further behind than the set remembers.

@@ -29,7 +29,7 @@ async fn merges_250_endpoints_over_3_slices_with_pagination() {
     let d = start(&cfg, greeter(), Metrics::default()).await.expect("start");
     assert_eq!(d.target().service, "greeter-service", "naming rule {{simple}}");
     let s = wait_for(&d, 10, "250 endpoints", |s| s.len() == 250).await;
-    assert_eq!(s.source, Source::Api);
+    assert_eq!(s.source(), Source::Api);
     assert_eq!(s.routable_len(), 250);
     assert!(s.iter().all(|e| e.addr.port() == 50051 && e.zone.as_deref() == Some("zone-a")));
     assert!(!s.iter().any(|e| e.key().to_string().starts_with("10.1.9.")), "other Service's slice excluded by label");
@@ -48,13 +48,13 @@ async fn follows_not_ready_then_terminating_and_scale_to_zero_and_back() {
     apply(&api, "greeter-service-a", "greeter-service", &[a.clone(), b.clone()]);
     let d = start(&api_config(&api, &dns), greeter(), Metrics::default()).await.expect("start");
     wait_for(&d, 10, "two ready", |s| s.routable_len() == 2).await;
-    let v0 = d.current().version;
+    let v0 = d.current().version();
 
     // b fails its readiness probe: listed, not routable
     apply(&api, "greeter-service-a", "greeter-service", &[a.clone(), b.clone().not_ready()]);
     let s = wait_for(&d, 10, "b not ready", |s| routable_keys(s) == ["10.1.0.1:50051"]).await;
     assert_eq!(s.len(), 2, "not-ready endpoints stay visible with their conditions");
-    assert!(s.version > v0);
+    assert!(s.version() > v0);
 
     // a is deleted (terminating, still serving) and b not ready: a is the serving fallback
     apply(&api, "greeter-service-a", "greeter-service", &[a.clone().terminating(), b.clone().not_ready()]);
@@ -64,14 +64,14 @@ async fn follows_not_ready_then_terminating_and_scale_to_zero_and_back() {
     // scale to zero: an empty, live set from the API (not an outage, no failover)
     apply(&api, "greeter-service-a", "greeter-service", &[]);
     let s = wait_for(&d, 10, "zero endpoints", |s| s.is_empty()).await;
-    assert_eq!(s.source, Source::Api);
-    assert_eq!(s.freshness, Freshness::Live);
-    assert!(!s.pending);
+    assert_eq!(s.source(), Source::Api);
+    assert_eq!(s.freshness(), Freshness::Live);
+    assert!(!s.is_pending());
 
     // and back
     apply(&api, "greeter-service-a", "greeter-service", &[PodEndpoint::ready("10.1.0.7", "greeter-7")]);
     let s = wait_for(&d, 10, "scaled back", |s| routable_keys(s) == ["10.1.0.7:50051"]).await;
-    assert_eq!(s.source, Source::Api);
+    assert_eq!(s.source(), Source::Api);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,7 +109,7 @@ async fn relists_on_410_during_a_watch_with_an_atomic_swap() {
     api.expire_watches();
     apply(&api, "greeter-service-b", "greeter-service", &pods("greeter", 2, 2));
     let s = wait_for(&d, 10, "five after relist", |s| s.len() == 5).await;
-    assert_eq!(s.freshness, Freshness::Live);
+    assert_eq!(s.freshness(), Freshness::Live);
     let sizes = tokio::time::timeout(Duration::from_secs(5), recorder).await.expect("recorder").expect("join");
     assert!(sizes.iter().all(|n| *n == 3 || *n == 5), "no half-empty set was published: {sizes:?}");
     // The 410 and the ADDED event race on the wire; either way the client lists again.
@@ -132,9 +132,9 @@ async fn api_outage_keeps_last_known_good_then_recovers() {
     wait_for(&d, 10, "three", |s| s.len() == 3).await;
 
     api.stop();
-    let s = wait_for(&d, 10, "stale", |s| matches!(s.freshness, Freshness::Stale { .. })).await;
+    let s = wait_for(&d, 10, "stale", |s| matches!(s.freshness(), Freshness::Stale { .. })).await;
     assert_eq!(s.len(), 3, "last-known-good endpoints are kept");
-    assert_eq!(s.source, Source::Api);
+    assert_eq!(s.source(), Source::Api);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let s = d.current();
     assert_eq!(s.len(), 3);
@@ -143,8 +143,8 @@ async fn api_outage_keeps_last_known_good_then_recovers() {
     // changes made while this client could not see them (another API server replica)
     apply(&api, "greeter-service-a", "greeter-service", &pods("greeter", 1, 4));
     api.restart().await.expect("restart");
-    let s = wait_for(&d, 15, "recovered with 4", |s| s.freshness == Freshness::Live && s.len() == 4).await;
-    assert_eq!(s.source, Source::Api);
+    let s = wait_for(&d, 15, "recovered with 4", |s| s.freshness() == Freshness::Live && s.len() == 4).await;
+    assert_eq!(s.source(), Source::Api);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,7 +210,7 @@ async fn a_403_on_list_is_reported_with_what_to_grant() {
     cfg.api.failover = false;
     let d = start(&cfg, greeter(), Metrics::default()).await.expect("start");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(d.current().pending, "nothing is known while forbidden");
+    assert!(d.current().is_pending(), "nothing is known while forbidden");
     api.set_forbidden(false);
     apply(&api, "greeter-service-a", "greeter-service", &pods("greeter", 1, 1));
     wait_for(&d, 10, "allowed again", |s| s.len() == 1).await;
@@ -231,7 +231,7 @@ async fn watch_survives_server_side_timeouts_and_bookmarks() {
     apply(&api, "greeter-service-a", "greeter-service", &pods("greeter", 1, 2));
     wait_for(&d, 10, "two", |s| s.len() == 2).await;
     assert_eq!(api.lists(), lists, "an event is applied from the watch, never by listing again");
-    assert_eq!(d.current().freshness, Freshness::Live);
+    assert_eq!(d.current().freshness(), Freshness::Live);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -241,7 +241,7 @@ async fn slices_written_over_http_by_a_kube_client_are_seen() {
 
     let (api, dns) = servers().await;
     let d = start(&api_config(&api, &dns), greeter(), Metrics::default()).await.expect("start");
-    wait_for(&d, 10, "empty", |s| !s.pending && s.is_empty()).await;
+    wait_for(&d, 10, "empty", |s| !s.is_pending() && s.is_empty()).await;
 
     let client = kube::Client::try_from(kube::Config::new(api.url().parse().expect("uri"))).expect("client");
     let slices: Api<EndpointSlice> = Api::namespaced(client, NS);

@@ -26,7 +26,7 @@ async fn srv_gives_targets_and_port_and_ttl_expiry_picks_up_a_new_address() {
     dns.set_headless_service(FQDN, Some("tri"), 50051, &[ip("10.244.1.1"), ip("10.244.1.4")], 1);
     let d = start(&dns_config(&dns), greeter(), Metrics::default()).await.expect("start");
     let s = wait_for(&d, 10, "two from SRV", |s| s.len() == 2).await;
-    assert_eq!(s.source, Source::Dns);
+    assert_eq!(s.source(), Source::Dns);
     assert_eq!(routable_keys(&s), ["10.244.1.1:50051", "10.244.1.4:50051"]);
     assert_eq!(
         s.iter().next().and_then(|e| e.name.as_deref()),
@@ -78,22 +78,22 @@ async fn nxdomain_is_zero_endpoints_and_servfail_or_timeout_keep_the_last_answer
     wait_for(&d, 10, "one", |s| s.len() == 1).await;
 
     dns.set_behaviour(Behaviour::ServFail);
-    let s = wait_for(&d, 10, "stale on SERVFAIL", |s| matches!(s.freshness, Freshness::Stale { .. })).await;
+    let s = wait_for(&d, 10, "stale on SERVFAIL", |s| matches!(s.freshness(), Freshness::Stale { .. })).await;
     assert_eq!(s.len(), 1, "SERVFAIL keeps the last good answer");
 
     dns.set_behaviour(Behaviour::Normal);
-    wait_for(&d, 10, "live again", |s| s.freshness == Freshness::Live).await;
+    wait_for(&d, 10, "live again", |s| s.freshness() == Freshness::Live).await;
 
     dns.set_behaviour(Behaviour::Silent);
-    let s = wait_for(&d, 10, "stale on timeout", |s| matches!(s.freshness, Freshness::Stale { .. })).await;
+    let s = wait_for(&d, 10, "stale on timeout", |s| matches!(s.freshness(), Freshness::Stale { .. })).await;
     assert_eq!(s.len(), 1, "a timeout keeps the last good answer");
 
     dns.set_behaviour(Behaviour::Normal);
     dns.remove(FQDN);
     dns.remove(&format!("_tri._tcp.{FQDN}"));
     let s = wait_for(&d, 10, "empty on NXDOMAIN", |s| s.is_empty()).await;
-    assert_eq!(s.freshness, Freshness::Live, "an authoritative empty answer is an answer");
-    assert!(!s.pending);
+    assert_eq!(s.freshness(), Freshness::Live, "an authoritative empty answer is an answer");
+    assert!(!s.is_pending());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,8 +102,8 @@ async fn a_cluster_ip_service_is_one_logical_endpoint() {
     let dns = FakeDns::start(DOMAIN).await.expect("dns");
     dns.set_cluster_ip_service(FQDN, "tri", 50051, ip("10.96.0.159"), 5);
     let d = start(&dns_config(&dns), greeter(), Metrics::default()).await.expect("start");
-    let s = wait_for(&d, 10, "vip", |s| !s.pending).await;
-    assert_eq!(s.source, Source::Vip);
+    let s = wait_for(&d, 10, "vip", |s| !s.is_pending()).await;
+    assert_eq!(s.source(), Source::Vip);
     assert_eq!(routable_keys(&s), ["10.96.0.159:50051"]);
 }
 
@@ -132,7 +132,7 @@ async fn aaaa_failing_does_not_fail_the_round_when_a_answers() {
     let metrics = Metrics::default();
     let d = start(&cfg, greeter(), metrics.clone()).await.expect("start");
     let s = wait_for(&d, 10, "A records", |s| s.len() == 2).await;
-    assert_eq!(s.freshness, Freshness::Live, "one family failing is not a failed round");
+    assert_eq!(s.freshness(), Freshness::Live, "one family failing is not a failed round");
     assert!(metrics.dns_failures("demo/greeter-service:50051", "server") >= 1, "the AAAA failure is counted");
     // A failing too: now the round fails and the last answer is kept, stale
     dns.set_type_behaviour(RecordType::A, Behaviour::ServFail);

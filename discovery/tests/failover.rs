@@ -21,10 +21,7 @@ fn ip(s: &str) -> IpAddr {
 }
 
 fn stale_since(s: &dubbo_k8s_discovery::EndpointSet) -> Option<Instant> {
-    match s.freshness {
-        Freshness::Stale { since } => Some(since),
-        Freshness::Live => None,
-    }
+    s.stale_since()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -37,13 +34,13 @@ async fn cold_start_with_the_api_down_serves_dns_then_switches_back() {
     api.stop();
 
     let d = start(&api_config(&api, &dns), greeter(), Metrics::default()).await.expect("start");
-    let s = wait_for(&d, 10, "dns fallback", |s| s.source == Source::Dns && s.len() == 2).await;
-    assert!(!s.pending);
+    let s = wait_for(&d, 10, "dns fallback", |s| s.source() == Source::Dns && s.len() == 2).await;
+    assert!(!s.is_pending());
 
     api.restart().await.expect("restart");
-    let s = wait_for(&d, 15, "back on the API", |s| s.source == Source::Api).await;
+    let s = wait_for(&d, 15, "back on the API", |s| s.source() == Source::Api).await;
     assert_eq!(s.len(), 3);
-    assert_eq!(s.freshness, Freshness::Live);
+    assert_eq!(s.freshness(), Freshness::Live);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,31 +55,31 @@ async fn long_outage_goes_to_dns_then_to_the_vip_on_the_services_own_port() {
     let mut cfg = api_config(&api, &dns);
     cfg.api.max_stale = Duration::from_millis(800);
     let d = start(&cfg, greeter(), Metrics::default()).await.expect("start");
-    wait_for(&d, 10, "api", |s| s.source == Source::Api && s.len() == 3).await;
+    wait_for(&d, 10, "api", |s| s.source() == Source::Api && s.len() == 3).await;
 
     api.stop();
     let s = wait_for(&d, 10, "stale api", |s| s.is_stale()).await;
-    assert_eq!((s.source, s.len()), (Source::Api, 3), "last-known-good first");
-    let s = wait_for(&d, 10, "dns after max_stale", |s| s.source == Source::Dns).await;
+    assert_eq!((s.source(), s.len()), (Source::Api, 3), "last-known-good first");
+    let s = wait_for(&d, 10, "dns after max_stale", |s| s.source() == Source::Dns).await;
     assert_eq!(routable_keys(&s), ["10.244.1.9:50051"]);
     // DNS fails now too: its own last answer (recent pod IPs) is kept rather than the VIP
     dns.set_behaviour(Behaviour::ServFail);
     let s = wait_for(&d, 10, "dns stale", |s| s.is_stale()).await;
-    assert_eq!((s.source, routable_keys(&s)), (Source::Dns, vec!["10.244.1.9:50051".to_owned()]));
+    assert_eq!((s.source(), routable_keys(&s)), (Source::Dns, vec!["10.244.1.9:50051".to_owned()]));
 
     api.restart().await.expect("restart");
-    let s = wait_for(&d, 15, "api again", |s| s.source == Source::Api && s.freshness == Freshness::Live).await;
+    let s = wait_for(&d, 15, "api again", |s| s.source() == Source::Api && s.freshness() == Freshness::Live).await;
     assert_eq!(s.len(), 3);
 
     // DNS has never answered during this outage: the VIP, on the Service's own port (8080), not
     // DISCOVERY_FALLBACK_PORT.
     tokio::time::sleep(Duration::from_millis(500)).await; // past the recovery hold: DNS stopped
     api.stop();
-    let s = wait_for(&d, 10, "vip", |s| s.source == Source::Vip).await;
+    let s = wait_for(&d, 10, "vip", |s| s.source() == Source::Vip).await;
     assert_eq!(routable_keys(&s), ["10.96.0.77:8080"]);
     assert!(s.is_stale(), "the VIP is a degraded answer");
     dns.set_behaviour(Behaviour::Normal);
-    wait_for(&d, 10, "dns answers again", |s| s.source == Source::Dns).await;
+    wait_for(&d, 10, "dns answers again", |s| s.source() == Source::Dns).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,7 +92,7 @@ async fn an_unreachable_api_falls_back_at_once() {
     cfg.api.server = Some("http://127.0.0.1:1".into()); // nothing listens there
     let started = Instant::now();
     let d = start(&cfg, greeter(), Metrics::default()).await.expect("start");
-    let s = wait_for(&d, 10, "dns answer", |s| s.source == Source::Dns && !s.pending).await;
+    let s = wait_for(&d, 10, "dns answer", |s| s.source() == Source::Dns && !s.is_pending()).await;
     assert_eq!(routable_keys(&s), ["10.244.3.1:50051"]);
     assert!(started.elapsed() < Duration::from_secs(5), "nothing at start blocks: {:?}", started.elapsed());
 }
@@ -110,7 +107,7 @@ async fn a_server_that_accepts_then_resets_does_not_reset_the_stale_clock() {
     let mut cfg = api_config(&api, &dns);
     cfg.api.max_stale = Duration::from_millis(1500);
     let d = start(&cfg, greeter(), Metrics::default()).await.expect("start");
-    wait_for(&d, 10, "api", |s| s.source == Source::Api && s.len() == 2).await;
+    wait_for(&d, 10, "api", |s| s.source() == Source::Api && s.len() == 2).await;
 
     // Every request is accepted (200) and then reset: no data ever comes.
     api.set_misbehaviour(Misbehaviour::AcceptThenReset);
@@ -121,11 +118,11 @@ async fn a_server_that_accepts_then_resets_does_not_reset_the_stale_clock() {
     let later = d.current();
     assert!(api.lists() > lists, "the client keeps retrying");
     assert_eq!(stale_since(&later), Some(since), "accepted requests do not make the set live again");
-    let s = wait_for(&d, 10, "dns after max_stale", |s| s.source == Source::Dns).await;
+    let s = wait_for(&d, 10, "dns after max_stale", |s| s.source() == Source::Dns).await;
     assert_eq!(routable_keys(&s), ["10.244.4.1:50051"]);
 
     api.set_misbehaviour(Misbehaviour::None);
-    wait_for(&d, 15, "api again", |s| s.source == Source::Api && !s.is_stale()).await;
+    wait_for(&d, 15, "api again", |s| s.source() == Source::Api && !s.is_stale()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,7 +143,7 @@ async fn a_silent_watch_is_restarted_and_the_change_it_hid_is_seen() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     apply(&api, "greeter-service-a", "greeter-service", &pods("greeter", 1, 2));
     let s = wait_for(&d, 10, "the change, found by the re-list", |s| s.len() == 2).await;
-    assert_eq!(s.source, Source::Api);
+    assert_eq!(s.source(), Source::Api);
     assert!(metrics.watch_restarts("endpointslices demo/greeter-service", "idle") >= 1);
 }
 
@@ -234,13 +231,13 @@ async fn an_empty_dns_answer_during_an_outage_keeps_the_last_known_good_set() {
     .await
     .expect("the empty answer is counted");
     let s = d.current();
-    assert_eq!((s.source, s.len()), (Source::Api, 3), "NXDOMAIN did not empty a non-empty last-known-good set");
+    assert_eq!((s.source(), s.len()), (Source::Api, 3), "NXDOMAIN did not empty a non-empty last-known-good set");
 
     // A live API that says "zero endpoints" is obeyed.
     api.restart().await.expect("restart");
     apply(&api, "greeter-service-a", "greeter-service", &[]);
     let s = wait_for(&d, 10, "empty and live", |s| s.is_empty() && !s.is_stale()).await;
-    assert_eq!(s.source, Source::Api);
+    assert_eq!(s.source(), Source::Api);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,7 +258,7 @@ async fn a_relapse_within_the_recovery_hold_serves_the_fresh_list_then_dns() {
     let outage_started = stale_since(&first).expect("stale");
     tokio::time::sleep(Duration::from_millis(600)).await;
     api.restart().await.expect("restart");
-    wait_for(&d, 10, "briefly live", |s| !s.is_stale() && s.source == Source::Api).await;
+    wait_for(&d, 10, "briefly live", |s| !s.is_stale() && s.source() == Source::Api).await;
     // It fails again within the hold. What was listed a moment ago is current data: it is served
     // (stale from the relapse, not from the outage's start) until it is max_stale old, then DNS,
     // which was kept running through the hold and answers at once.
@@ -270,8 +267,8 @@ async fn a_relapse_within_the_recovery_hold_serves_the_fresh_list_then_dns() {
     let s = wait_for(&d, 10, "stale again", |s| s.is_stale()).await;
     let since = stale_since(&s).expect("stale");
     assert!(since > outage_started, "the set listed after the restart is the one that ages");
-    assert_eq!(s.source, Source::Api, "fresh API data is served, not swapped for DNS at the relapse");
-    let s = wait_for(&d, 6, "dns", |s| s.source == Source::Dns).await;
+    assert_eq!(s.source(), Source::Api, "fresh API data is served, not swapped for DNS at the relapse");
+    let s = wait_for(&d, 6, "dns", |s| s.source() == Source::Dns).await;
     let waited = relapsed.elapsed();
     assert!(waited >= Duration::from_millis(1300), "DNS only once the API set is max_stale old: {waited:?}");
     assert_eq!(routable_keys(&s), ["10.244.5.1:50051"]);
@@ -290,7 +287,7 @@ async fn a_frozen_api_server_is_noticed_by_the_probe_not_the_idle_timeout() {
     cfg.api.watch_idle_timeout = Duration::from_secs(150); // far longer than this test
     cfg.api.max_stale = Duration::from_millis(1000);
     let d = start(&cfg, greeter(), Metrics::default()).await.expect("start");
-    wait_for(&d, 10, "api", |s| s.source == Source::Api && s.len() == 3).await;
+    wait_for(&d, 10, "api", |s| s.source() == Source::Api && s.len() == 3).await;
 
     // As `docker pause` of the control plane: connections stay open, nothing answers.
     api.freeze();
@@ -299,12 +296,12 @@ async fn a_frozen_api_server_is_noticed_by_the_probe_not_the_idle_timeout() {
     let noticed = frozen_at.elapsed();
     assert!(noticed < Duration::from_secs(2), "noticed in {noticed:?}");
     assert_eq!(s.len(), 3, "the last-known-good set is served meanwhile");
-    let s = wait_for(&d, 10, "dns after max_stale", |s| s.source == Source::Dns).await;
+    let s = wait_for(&d, 10, "dns after max_stale", |s| s.source() == Source::Dns).await;
     assert_eq!(routable_keys(&s), ["10.244.9.1:50051"]);
 
     api.thaw();
     let thawed_at = Instant::now();
-    wait_for(&d, 10, "api again", |s| s.source == Source::Api && !s.is_stale()).await;
+    wait_for(&d, 10, "api again", |s| s.source() == Source::Api && !s.is_stale()).await;
     eprintln!("frozen API: stale after {noticed:?}; back on the API {:?} after the thaw", thawed_at.elapsed());
 }
 
@@ -323,10 +320,11 @@ async fn the_probes_old_verdict_does_not_undo_a_list_that_succeeded_after_it() {
     cfg.api.probe_interval = Duration::from_secs(8); // its first tick (at start) fails; the next is far off
     cfg.api.max_stale = Duration::from_millis(500);
     let d = start(&cfg, greeter(), Metrics::default()).await.expect("start");
-    wait_for(&d, 10, "dns fallback", |s| s.source == Source::Dns).await;
+    wait_for(&d, 10, "dns fallback", |s| s.source() == Source::Dns).await;
 
     api.restart().await.expect("restart");
-    let back = wait_for(&d, 5, "back on the API", |s| s.source == Source::Api && s.freshness == Freshness::Live).await;
+    let back =
+        wait_for(&d, 5, "back on the API", |s| s.source() == Source::Api && s.freshness() == Freshness::Live).await;
     // Everything published for the next 3 s (well before the probe's next tick) stays live on the API.
     let mut rx = d.watch();
     rx.borrow_and_update();
@@ -334,13 +332,17 @@ async fn the_probes_old_verdict_does_not_undo_a_list_that_succeeded_after_it() {
     let mut seen = Vec::new();
     while let Ok(Ok(())) = tokio::time::timeout_at(until, rx.changed()).await {
         let s = rx.borrow_and_update().clone();
-        seen.push((s.version, s.source, s.freshness));
+        seen.push((s.version(), s.source(), s.freshness()));
     }
     let now = d.current();
-    assert_eq!((now.source, now.freshness, now.len()), (Source::Api, Freshness::Live, 3), "published since: {seen:?}");
+    assert_eq!(
+        (now.source(), now.freshness(), now.len()),
+        (Source::Api, Freshness::Live, 3),
+        "published since: {seen:?}"
+    );
     assert!(
         seen.iter().all(|(_, source, freshness)| *source == Source::Api && *freshness == Freshness::Live),
         "the set left the live API after version {}: {seen:?}",
-        back.version
+        back.version()
     );
 }

@@ -72,7 +72,7 @@ async fn moving_the_annotation_retargets_a_running_subscriber() {
     let d = start(&api_config(&api, &dns), greeter("1.0.0"), metrics.clone()).await.expect("start");
     assert_eq!((d.target().service.as_str(), d.rule()), ("greeter-blue", MappingRule::Annotation));
     let s = wait_for(&d, 10, "blue", |s| s.len() == 2).await;
-    let v_blue = s.version;
+    let v_blue = s.version();
     let mut updates = d.updates();
     let first = updates.next().await.expect("reset");
     assert_eq!(first.set().len(), 2);
@@ -82,7 +82,7 @@ async fn moving_the_annotation_retargets_a_running_subscriber() {
     api.apply_service(NS, annotated("greeter-blue", &[]));
     let s = wait_for(&d, 10, "green", |s| s.len() == 3).await;
     assert_eq!(d.target().service, "greeter-green");
-    assert!(s.version > v_blue, "versions keep increasing across a re-target");
+    assert!(s.version() > v_blue, "versions keep increasing across a re-target");
     assert!(routable_keys(&s).iter().all(|k| k.starts_with("10.1.2.")));
     assert_eq!(metrics.retargets(&greeter("1.0.0").to_string()), 1);
     // Subscribers get the move as deltas, not a reset.
@@ -131,7 +131,7 @@ async fn a_lookup_that_failed_at_start_is_retried_in_the_background() {
     assert!(started.elapsed() < Duration::from_secs(3), "start is bounded: {:?}", started.elapsed());
     assert_eq!(d.rule(), MappingRule::Template, "until Services can be read, the naming rule");
     api.set_misbehaviour(Misbehaviour::None);
-    let s = wait_for(&d, 15, "the annotated Service, once listed", |s| s.len() == 2 && s.source == Source::Api).await;
+    let s = wait_for(&d, 15, "the annotated Service, once listed", |s| s.len() == 2 && s.source() == Source::Api).await;
     assert!(routable_keys(&s).iter().all(|k| k.starts_with("10.1.2.")));
     assert_eq!(d.rule(), MappingRule::Annotation);
 }

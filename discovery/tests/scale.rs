@@ -37,7 +37,7 @@ fn expected(model: &Model) -> BTreeMap<String, Conditions> {
     model
         .values()
         .flatten()
-        .map(|(ip, (r, s, t))| (format!("{ip}:50051"), Conditions { ready: *r, serving: *s, terminating: *t }))
+        .map(|(ip, (r, s, t))| (format!("{ip}:50051"), Conditions::from_api(Some(*r), Some(*s), Some(*t))))
         .collect()
 }
 

@@ -14,6 +14,7 @@ use crate::model::{Endpoint, EndpointKey, EndpointSet, Update};
 
 /// One change of the routable endpoints.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RoutableChange {
     /// Start routing to this endpoint.
     Insert(Arc<Endpoint>),

@@ -21,6 +21,7 @@ pub const ANNOTATION_PORT: &str = "dubbo.apache.org/port";
 
 /// A mapping problem.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MappingError {
     /// A template refers to something that does not exist.
     #[error("unknown placeholder {{{0}}}; accepted: {{interface}}, {{simple}}, {{group}}, {{version}}, {{major}}")]
@@ -55,6 +56,7 @@ pub enum MappingError {
 
 /// One explicit mapping: this identity lives in that Service.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Mapping {
     /// The Dubbo identity it applies to (exact match on interface, group, version).
     pub service: ServiceRef,
@@ -276,6 +278,7 @@ pub fn check_subdomain(s: &str) -> Result<(), String> {
 /// How a target was chosen (for logs and `/debug/endpoints`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum MappingRule {
     /// An entry of `DISCOVERY_MAPPINGS`.
     Explicit,
@@ -417,6 +420,7 @@ impl Mapper {
 
 /// The Service chosen by annotations.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AnnotationChoice {
     /// Where the service lives.
     pub target: Target,

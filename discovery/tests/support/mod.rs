@@ -66,10 +66,10 @@ pub async fn wait_for(d: &ServiceWatch, secs: u64, what: &str, pred: impl Fn(&En
             let cur = d.current();
             panic!(
                 "timed out after {secs}s waiting for {what}; last set: version {} source {} pending {} freshness {:?} endpoints {:?}",
-                cur.version,
-                cur.source,
-                cur.pending,
-                cur.freshness,
+                cur.version(),
+                cur.source(),
+                cur.is_pending(),
+                cur.freshness(),
                 cur.iter().map(|e| (e.key().to_string(), e.conditions)).collect::<Vec<_>>()
             )
         }
