@@ -4,6 +4,8 @@
 //! Both can be stopped, restarted and made to misbehave. And a TCP proxy that resets connections
 //! in flight.
 
+#![warn(missing_docs)]
+
 pub mod api;
 pub mod dns;
 pub mod proxy;

@@ -3,8 +3,10 @@
 //! registry (feature `dubbo`).
 
 #[cfg(feature = "dubbo")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dubbo")))]
 pub mod dubbo;
 #[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub mod tower;
 
 use std::collections::HashMap;

@@ -1,5 +1,5 @@
 //! Dubbo identity → Kubernetes Service: explicit mapping, then Service annotations (API mode, kept
-//! live by a Service watch per namespace, see [`services`]), then a naming rule rendered from a
+//! live by a Service watch per namespace, `mapping::services`), then a naming rule rendered from a
 //! template and sanitised to a DNS-1035 label.
 
 pub(crate) mod services;
