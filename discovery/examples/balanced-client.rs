@@ -23,8 +23,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let hub = Discovery::new(&DiscoveryConfig::from_env()?, Metrics::default()).await?;
     let service = ServiceRef::new(provider::INTERFACE).with_version(version);
     // SayHello only reads: a call cut after the provider ran it may run again elsewhere.
-    let opts = ClientOptions::from_env()?
-        .method(SAY_HELLO, MethodPolicy::idempotent().with_deadline(Duration::from_secs(2)));
+    let opts =
+        ClientOptions::from_env()?.method(SAY_HELLO, MethodPolicy::idempotent().with_deadline(Duration::from_secs(2)));
     let balanced = Balanced::new(&hub, service, opts).await?;
     if !balanced.wait_routable(Duration::from_secs(10)).await {
         eprintln!("no provider found within 10 s: {:?}", balanced.service().current());

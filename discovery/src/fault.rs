@@ -8,12 +8,12 @@ static PENDING: Mutex<Vec<String>> = Mutex::new(Vec::new());
 /// The next time a task of `kind` reaches a checkpoint, it panics. Kinds: `slices`, `services`,
 /// `resolution`, `dns`, `static`, `follow`, `client`, `zone`, `probe`, `dubbo`.
 pub fn panic_next(kind: &str) {
-    PENDING.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(kind.to_owned());
+    crate::sync::lock(&PENDING).push(kind.to_owned());
 }
 
 /// Whether a panic is pending for `kind` (and takes it).
 pub(crate) fn take(kind: &str) -> bool {
-    let mut pending = PENDING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut pending = crate::sync::lock(&PENDING);
     match pending.iter().position(|k| k == kind) {
         Some(i) => {
             pending.swap_remove(i);

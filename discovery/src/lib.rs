@@ -89,6 +89,7 @@ mod rbac;
 mod resolution;
 mod service;
 mod source;
+mod sync;
 mod task;
 mod wait;
 

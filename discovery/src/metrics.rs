@@ -13,9 +13,10 @@ use std::sync::atomic::AtomicU64;
 
 use crate::model::{EndpointSet, Source};
 
-type Labels = Vec<(String, String)>;
+pub(crate) type Labels = Vec<(String, String)>;
 
-fn labels(pairs: &[(&str, &str)]) -> Labels {
+/// Label pairs as prometheus-client families take them.
+pub(crate) fn labels(pairs: &[(&str, &str)]) -> Labels {
     pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
 }
 

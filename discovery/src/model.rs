@@ -74,6 +74,19 @@ pub enum PortSpec {
     Number(u16),
 }
 
+/// The value of the port called `name` among `ports` (`(name, value)`), as EndpointSlices and
+/// Services carry them: by name; a single unnamed port serves any name (a one-port Service need
+/// not name it).
+pub(crate) fn named_port<'a, T: Copy + 'a>(ports: &'a [(impl AsRef<str> + 'a, T)], name: &str) -> Option<T> {
+    match ports.iter().find(|(n, _)| n.as_ref() == name) {
+        Some((_, v)) => Some(*v),
+        None => match ports {
+            [(only, v)] if only.as_ref().is_empty() => Some(*v),
+            _ => None,
+        },
+    }
+}
+
 impl fmt::Display for PortSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -3,7 +3,7 @@
 //! failures go to `debug`. (Before, every watch logged two warnings per retry.)
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
@@ -26,7 +26,7 @@ pub(crate) struct OutageLog(Arc<Mutex<Outage>>);
 
 impl OutageLog {
     fn lock(&self) -> MutexGuard<'_, Outage> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.0)
     }
 
     /// A request of `what` failed.

@@ -102,8 +102,8 @@ async fn lookup_vip(
         crate::model::PortSpec::Name(_) => fallback_port,
     };
     let host = service_fqdn(target, cluster_domain);
-    let lookup = tokio::net::lookup_host((host.trim_end_matches('.').to_owned(), port));
-    tokio::time::timeout(timeout, lookup).await.ok().and_then(Result::ok).and_then(|mut a| a.next())
+    let found = crate::source::lookup_host(host.trim_end_matches('.'), port, timeout).await.ok()?;
+    found.into_iter().next()
 }
 
 const WHICH_API: u64 = 0;

@@ -31,7 +31,7 @@ use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
-use crate::adapter::{Routable, RoutableChange};
+use crate::adapter::{Membership, Routable};
 use crate::{Discovery, EndpointKey, ServiceRef, ServiceWatch};
 
 /// The URL scheme (and dubbo extension name).
@@ -92,11 +92,10 @@ impl crate::task::Supervised for Forward {
                 // dubbo dropped this subscription (it builds one per directory): stop.
                 () = self.tx.closed() => return,
             };
-            for change in self.routable.apply(&update) {
+            for change in self.routable.membership(&update) {
                 let msg = match change {
-                    RoutableChange::Insert(e) => ServiceChange::Insert(provider_url(&e.key(), &self.interface), ()),
-                    RoutableChange::Remove(k) => ServiceChange::Remove(provider_url(&k, &self.interface)),
-                    RoutableChange::Update(_) => continue,
+                    Membership::Insert(e) => ServiceChange::Insert(provider_url(&e.key(), &self.interface), ()),
+                    Membership::Remove(k) => ServiceChange::Remove(provider_url(&k, &self.interface)),
                 };
                 if self.tx.send(Ok(msg)).await.is_err() {
                     return;

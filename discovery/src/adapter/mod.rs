@@ -26,6 +26,24 @@ pub enum RoutableChange {
     Remove(EndpointKey),
 }
 
+/// A change of membership only: what balancers that hold one connection per endpoint need (an
+/// update of an endpoint's data keeps its connection, so it is no change to them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Membership {
+    Insert(Arc<Endpoint>),
+    Remove(EndpointKey),
+}
+
+impl RoutableChange {
+    pub(crate) fn membership(self) -> Option<Membership> {
+        match self {
+            RoutableChange::Insert(e) => Some(Membership::Insert(e)),
+            RoutableChange::Remove(k) => Some(Membership::Remove(k)),
+            RoutableChange::Update(_) => None,
+        }
+    }
+}
+
 /// The routable endpoints last reported downstream, kept in step with [`Update`]s: a delta costs
 /// O(what it touches); only a reset, or the set switching between "ready endpoints" and "nothing
 /// ready: serving-while-terminating ones", costs O(n).
@@ -40,6 +58,11 @@ impl Routable {
     /// Nothing reported yet.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The membership changes that take downstream to `update`'s routable endpoints.
+    pub(crate) fn membership(&mut self, update: &Update) -> impl Iterator<Item = Membership> + use<> {
+        self.apply(update).into_iter().filter_map(RoutableChange::membership)
     }
 
     /// The changes that take downstream to `update`'s routable endpoints.

@@ -10,7 +10,7 @@ use std::convert::Infallible;
 use futures::Stream;
 use tower::discover::Change;
 
-use crate::adapter::{Routable, RoutableChange};
+use crate::adapter::{Membership, Routable};
 use crate::model::{Endpoint, EndpointKey};
 use crate::service::Updates;
 
@@ -25,13 +25,10 @@ pub fn changes(updates: Updates) -> impl Stream<Item = Result<Change<EndpointKey
                 return Some((Ok(change), (updates, routable, queue)));
             }
             let update = updates.next().await?;
-            for c in routable.apply(&update) {
-                match c {
-                    RoutableChange::Insert(e) => queue.push_back(Change::Insert(e.key(), (*e).clone())),
-                    RoutableChange::Update(_) => {}
-                    RoutableChange::Remove(k) => queue.push_back(Change::Remove(k)),
-                }
-            }
+            queue.extend(routable.membership(&update).map(|m| match m {
+                Membership::Insert(e) => Change::Insert(e.key(), (*e).clone()),
+                Membership::Remove(k) => Change::Remove(k),
+            }));
         }
     })
 }

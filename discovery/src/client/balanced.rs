@@ -106,6 +106,11 @@ impl Balanced {
         tokio::time::timeout(timeout, rx.wait_for(|r| *r)).await.is_ok_and(|r| r.is_ok())
     }
 
+    /// Whether the pool holds an endpoint to call now.
+    pub fn is_routable(&self) -> bool {
+        *self.routable.borrow()
+    }
+
     /// A copy of the counters.
     pub fn stats(&self) -> ClientStats {
         self.shared.counters.snapshot(self.shared.zone_calls())

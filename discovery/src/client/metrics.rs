@@ -9,13 +9,13 @@ use prometheus_client::registry::Registry;
 
 use super::cause::Cause;
 
-pub(crate) type Labels = Vec<(String, String)>;
+use crate::metrics::Labels;
 
 /// `service="…"` plus `extra`.
-pub(crate) fn labels(service: &str, extra: &[(&str, &str)]) -> Labels {
-    std::iter::once(("service".to_owned(), service.to_owned()))
-        .chain(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())))
-        .collect()
+fn labels(service: &str, extra: &[(&str, &str)]) -> Labels {
+    let mut pairs = vec![("service", service)];
+    pairs.extend_from_slice(extra);
+    crate::metrics::labels(&pairs)
 }
 
 /// Prometheus metrics of the balanced clients.

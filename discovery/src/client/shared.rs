@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
@@ -24,11 +24,7 @@ use super::stats::Counters;
 use crate::model::EndpointKey;
 use crate::service::ServiceWatch;
 
-/// Recovers a lock whose holder panicked: every value guarded here stays consistent between
-/// statements.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
+pub(crate) use crate::sync::lock;
 
 pub(crate) struct Shared {
     pub key: String,

@@ -4,7 +4,7 @@
 //! weakly here and strongly by its subscribers, so it stops when the last one goes.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use hickory_resolver::TokioResolver;
 use kube::Client;
@@ -79,7 +79,7 @@ impl Registry {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.state)
     }
 
     /// Checks once per namespace that EndpointSlices may be listed and watched there. An API that

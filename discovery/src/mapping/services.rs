@@ -74,14 +74,12 @@ impl ServiceInfo {
     }
 
     /// The Service port (on its cluster IP) that carries `spec`: by port name; by number, the port
-    /// whose target is that number (or the port with that number); a single port serves any name.
+    /// whose target is that number (or the port with that number); a single unnamed port serves any name.
     pub(crate) fn vip_port(&self, spec: &PortSpec) -> Option<u16> {
         match spec {
             PortSpec::Name(name) => {
-                self.ports.iter().find(|p| &p.name == name).map(|p| p.port).or(match &self.ports[..] {
-                    [only] => Some(only.port),
-                    _ => None,
-                })
+                let named: Vec<(&str, u16)> = self.ports.iter().map(|p| (p.name.as_str(), p.port)).collect();
+                crate::model::named_port(&named, name)
             }
             PortSpec::Number(n) => self
                 .ports

@@ -5,7 +5,7 @@
 //! publish.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -20,6 +20,7 @@ use crate::metrics::Metrics;
 use crate::model::{EndpointSet, Freshness, PortSpec, Source};
 use crate::publish::{Meta, Publisher, Versions};
 use crate::source::slices::{FamilyPolicy, ParsedSlice, Skip, SliceTable};
+use crate::sync::lock;
 
 /// The label the EndpointSlice controller puts on every slice of a Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -103,10 +104,6 @@ impl State {
 }
 
 struct SliceHandler(Arc<Mutex<State>>);
-
-fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
-    state.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 impl Handler<EndpointSlice> for SliceHandler {
     fn reset(&mut self, items: Vec<EndpointSlice>) {

@@ -26,15 +26,9 @@ pub(crate) async fn check_resolvable(entries: &[StaticEndpoint], timeout: Durati
     let mut failures = Vec::new();
     for entry in entries {
         let Host::Name(name) = &entry.host else { return Ok(()) };
-        match tokio::time::timeout(timeout, tokio::net::lookup_host((name.as_str(), entry.port))).await {
-            Ok(Ok(found)) => {
-                if found.count() > 0 {
-                    return Ok(());
-                }
-                failures.push(format!("{name} (no address)"));
-            }
-            Ok(Err(e)) => failures.push(format!("{name} ({e})")),
-            Err(_) => failures.push(format!("{name} (timed out after {timeout:?})")),
+        match super::lookup_host(name, entry.port, timeout).await {
+            Ok(_) => return Ok(()),
+            Err(why) => failures.push(format!("{name} ({why})")),
         }
     }
     if failures.is_empty() { Ok(()) } else { Err(crate::Error::StaticHosts { failures }) }
@@ -63,24 +57,16 @@ impl StaticLoop {
         for entry in &self.entries {
             let addrs = match &entry.host {
                 Host::Ip(ip) => vec![SocketAddr::new(*ip, entry.port)],
-                Host::Name(name) => {
-                    match tokio::time::timeout(self.timeout, tokio::net::lookup_host((name.as_str(), entry.port))).await
-                    {
-                        Ok(Ok(found)) => {
-                            let found: Vec<SocketAddr> = found.collect();
-                            debug!(host = %name, addresses = ?found, "static host resolved");
-                            found
-                        }
-                        Ok(Err(e)) => {
-                            warn!(host = %name, error = %e, "failed to resolve a static host; keeping its last addresses");
-                            continue;
-                        }
-                        Err(_) => {
-                            warn!(host = %name, timeout = ?self.timeout, "resolving a static host timed out; keeping its last addresses");
-                            continue;
-                        }
+                Host::Name(name) => match super::lookup_host(name, entry.port, self.timeout).await {
+                    Ok(found) => {
+                        debug!(host = %name, addresses = ?found, "static host resolved");
+                        found
                     }
-                }
+                    Err(why) => {
+                        warn!(host = %name, error = %why, "failed to resolve a static host; keeping its last addresses");
+                        continue;
+                    }
+                },
             };
             self.resolved.insert(entry.clone(), addrs);
         }

@@ -186,13 +186,7 @@ impl ParsedSlice {
     pub(crate) fn port(&self, spec: &PortSpec) -> Result<u16, Skip> {
         let number = match spec {
             PortSpec::Number(n) => return Ok(*n),
-            PortSpec::Name(name) => match self.ports.iter().find(|(n, _)| n == name) {
-                Some((_, number)) => *number,
-                None => match self.ports.as_slice() {
-                    [(only, number)] if only.is_empty() => *number,
-                    _ => return Err(Skip::NoPort),
-                },
-            },
+            PortSpec::Name(name) => crate::model::named_port(&self.ports, name).ok_or(Skip::NoPort)?,
         };
         number.and_then(|n| u16::try_from(n).ok()).filter(|n| *n > 0).ok_or(Skip::InvalidPort)
     }
