@@ -38,6 +38,7 @@ pub fn router(state: AdminState) -> Router {
             get(|State(s): State<AdminState>| async move { provider::admin::metrics_text(&s.registry).await }),
         )
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(|State(s): State<AdminState>| async move { ready(&s.stack) }))
         .route("/debug/endpoints", get(|State(s): State<AdminState>| async move { Json(debug_json(&s.stack)) }))
         .route("/stats", get(|State(s): State<AdminState>| async move { Json(s.stack.stats()) }))
         .route("/call", post(call))
@@ -69,6 +70,31 @@ async fn call(State(s): State<AdminState>, Query(q): Query<HashMap<String, Strin
             let body = json!({"error": e.message(), "grpc_code": crate::stats::code_label(e.code())});
             (code, Json(body)).into_response()
         }
+    }
+}
+
+/// 200 once discovery has answered and a provider can be called; 503 with the reason before.
+fn ready(stack: &Stack) -> (StatusCode, String) {
+    let set = stack.service().current();
+    let routable = match stack.balanced() {
+        Some(b) => b.is_routable(),
+        None => set.routable_len() > 0,
+    };
+    match (set.is_pending(), routable) {
+        (true, _) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("discovery has not answered yet ({})\n", stack.service().target()),
+        ),
+        (false, false) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "no provider to call for {} ({} known, source {})\n",
+                stack.service().service(),
+                set.len(),
+                set.source()
+            ),
+        ),
+        (false, true) => (StatusCode::OK, "ready\n".to_owned()),
     }
 }
 

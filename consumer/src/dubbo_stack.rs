@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use crate::config::ConsumerConfig;
-use crate::greeter::Reply;
+use crate::reply::Reply;
 use crate::stats::Stats;
 
 /// `HelloRequest` for the dubbo crate's prost 0.11 codec (same field numbers as the proto).

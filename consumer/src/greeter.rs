@@ -2,27 +2,14 @@
 //! Balancing, retries, deadlines, zones and failure accounting are the library's
 //! ([`discovery::client::Balanced`]); this is what an application writes.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use discovery::EndpointKey;
 use discovery::client::{Balanced, Served};
+use provider::pb::HelloRequest;
 use provider::pb::greeter_service_client::GreeterServiceClient;
-use provider::pb::{HelloReply, HelloRequest};
 
+use crate::reply::Reply;
 use crate::stats::Stats;
-
-/// A successful call.
-#[derive(Clone, Debug)]
-pub struct Reply {
-    /// What the provider said.
-    pub reply: HelloReply,
-    /// Which endpoint answered (`None` when the stack cannot say, e.g. the dubbo crate).
-    pub endpoint: Option<EndpointKey>,
-    /// Attempts it took.
-    pub attempts: u32,
-    /// Latency of the whole call.
-    pub latency: Duration,
-}
 
 /// The Greeter service of one version/group.
 #[derive(Clone, Debug)]

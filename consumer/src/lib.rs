@@ -10,6 +10,7 @@ pub mod config;
 #[cfg(feature = "dubbo")]
 pub mod dubbo_stack;
 pub mod greeter;
+pub mod reply;
 pub mod resolve;
 pub mod stats;
 pub mod traffic;
@@ -24,7 +25,8 @@ use prometheus_client::registry::Registry;
 use tracing::{info, warn};
 
 pub use config::{ClientKind, ConsumerConfig};
-pub use greeter::{Greeter, Reply};
+pub use greeter::Greeter;
+pub use reply::Reply;
 pub use stats::{Stats, StatsSnapshot};
 
 /// Why the consumer could not run.

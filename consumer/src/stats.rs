@@ -16,7 +16,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 
-use crate::greeter::Reply;
+use crate::reply::Reply;
 
 type Labels = Vec<(String, String)>;
 

@@ -482,3 +482,40 @@ async fn steady_traffic_waits_for_a_provider_instead_of_failing() {
     assert!(s.ok > 10, "traffic started once the provider was ready: {s:?}");
     assert_eq!((s.failed, s.failed_at_start), (0, 0), "{s:?}");
 }
+
+/// The consumer's readiness reflects discovery: 503 while no provider can be called (the code of
+/// the last round answered a constant "ok"), 200 once one can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_discovery() {
+    let api = FakeApiServer::start().await.expect("api");
+    let dns = FakeDns::start("cluster.local").await.expect("dns");
+    let p = provider("ready-p", "1.0.0").await;
+    publish(&api, "ready", &p, pod("ready").not_ready());
+    let admin = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_consumer"));
+    cmd.env("DISCOVERY_MODE", "api")
+        .env("DISCOVERY_NAMESPACE", NS)
+        .env("DISCOVERY_API_SERVER", api.url())
+        .env("DISCOVERY_DNS_SERVER", dns.addr().to_string())
+        .env("DISCOVERY_ALLOW_LOOPBACK", "true")
+        .env("DISCOVERY_MAPPINGS", format!("{}:1.0.0={SVC}:tri", provider::INTERFACE))
+        .env("CONSUMER_VERSION", "1.0.0")
+        .env("CONSUMER_RATE", "0")
+        .env("CONSUMER_ADMIN_LISTEN", admin.to_string())
+        .env("RUST_LOG", "off")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _child = KillOnDrop(cmd.spawn().expect("spawn consumer"));
+    let until = Instant::now() + Duration::from_secs(20);
+    while http_status(admin, "GET", "/healthz").await != 200 {
+        assert!(Instant::now() < until, "the admin port did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(http_status(admin, "GET", "/readyz").await, 503, "no provider ready yet");
+    publish(&api, "ready", &p, pod("ready"));
+    let until = Instant::now() + Duration::from_secs(10);
+    while http_status(admin, "GET", "/readyz").await != 200 {
+        assert!(Instant::now() < until, "never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
