@@ -26,6 +26,13 @@ def seconds(v):
     return n / 1000 if unit == "ms" else n * (60 if unit == "m" else 1)
 
 
+def millicores(v):
+    if v is None:
+        return None
+    v = str(v)
+    return int(v[:-1]) if v.endswith("m") else int(float(v) * 1000)
+
+
 def main(path):
     docs = [d for d in yaml.safe_load_all(open(path)) if d]
     errors = []
@@ -55,6 +62,13 @@ def main(path):
                 for probe in ("readinessProbe", "livenessProbe"):
                     if probe not in c:
                         err(f"{cw}: {probe} is required")
+                    elif "timeoutSeconds" not in c[probe]:
+                        err(f"{cw}: {probe}.timeoutSeconds must be set")
+                if c.get("readinessProbe", {}).get("failureThreshold", 3) < 2:
+                    err(f"{cw}: readinessProbe.failureThreshold must be at least 2 (one slow answer is not unreadiness)")
+                cpu_req, cpu_lim = millicores(res.get("requests", {}).get("cpu")), millicores(res.get("limits", {}).get("cpu"))
+                if cpu_lim is not None and (cpu_req is None or cpu_lim > 2 * cpu_req):
+                    err(f"{cw}: a CPU limit above twice the request throttles calls in bursts: raise the request or drop the limit")
                 for p in c.get("ports", []):
                     if not p.get("name"):
                         err(f"{cw}: port {p.get('containerPort')} has no name")
