@@ -143,84 +143,144 @@ async fn measure(
         return Err("the call benchmark needs the local API server (its providers are on loopback)".into());
     }
     let ns = namespace_name("calls");
-    let (providers, ports) =
-        cluster.three_providers(&ns, "greeter-bench", "bench", || placement.command(provider_bin)).await?;
-    let api = cluster.slices(&ns);
-    let service = ServiceRef::new(provider::INTERFACE).with_version("1.0.0");
-    let cfg = discovery_config(cluster, &ns, &format!("{}:1.0.0", provider::INTERFACE), "greeter-bench");
-    let hub = Discovery::with_client(&cfg, Metrics::default(), cluster.client.clone())
-        .await
-        .map_err(|e| format!("discovery: {e}"))?;
-
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", ports[0]))
-        .map_err(|e| e.to_string())?
-        .connect()
-        .await
-        .map_err(|e| format!("plain tonic connect: {e}"))?;
-    let plain = GreeterServiceClient::new(channel);
-    let opts = bench_options();
-    let balanced = Balanced::new(&hub, service.clone(), opts).await.map_err(|e| format!("balanced client: {e}"))?;
-    if !balanced.ready(Duration::from_secs(10)).await || balanced.debug().members.len() != 3 {
-        return Err(format!("the balanced client does not see the 3 providers: {:?}", balanced.debug().members));
-    }
-    let balanced_client = GreeterServiceClient::new(balanced.clone());
-    let consumer_cfg = ConsumerConfig {
-        service: service.clone(),
-        discovery: cfg.clone(),
-        concurrency: plan.in_flight.iter().copied().max().unwrap_or(1),
-        deadline: Duration::from_secs(5),
-        client: ClientKind::Dubbo,
-        ..ConsumerConfig::default()
-    };
-    let dubbo = consumer::dubbo_stack::DubboStack::start(&consumer_cfg, hub.clone(), Stats::default())
-        .await
-        .map_err(|e| format!("dubbo crate client: {e}"))?;
-
-    // A second hub whose Service holds only the first provider: the balanced client's own cost,
-    // against the same single provider as (a).
-    let one_cfg = discovery_config(cluster, &ns, &format!("{}:1.0.0", provider::INTERFACE), "greeter-bench-one");
-    let one_ep = Ep::of_pod("127.0.0.1".into(), "bench-p0".into());
-    create(&api, &slice(&ns, "greeter-bench-one-0", "greeter-bench-one", ports[0], &[one_ep])?).await?;
-    let one_hub = Discovery::with_client(&one_cfg, Metrics::default(), cluster.client.clone())
-        .await
-        .map_err(|e| format!("discovery: {e}"))?;
-    let one_opts = bench_options();
-    let one = Balanced::new(&one_hub, service.clone(), one_opts).await.map_err(|e| format!("balanced client: {e}"))?;
-    if !one.ready(Duration::from_secs(10)).await || one.debug().members.len() != 1 {
-        return Err(format!("the single-provider balanced client sees {:?}", one.debug().members));
-    }
-    let one_client = GreeterServiceClient::new(one);
-
-    // tonic's own balanced channel (tower's power-of-two-choices) over the same three, a static list:
-    // what a user would otherwise pick.
-    let endpoints: Vec<tonic::transport::Endpoint> = ports
+    let bench = Bench::set_up(cluster, &ns, provider_bin, placement, plan).await?;
+    let clients = selected(bench.clients());
+    let results = rounds(&clients, plan).await;
+    report(section, &clients, &results, plan);
+    let spread = bench
+        .balanced
+        .debug()
+        .members
         .iter()
-        .filter_map(|p| tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{p}")).ok())
-        .collect();
-    let tonic_balanced = GreeterServiceClient::new(tonic::transport::Channel::balance_list(endpoints.into_iter()));
+        .map(|m| format!("{} {}", m.endpoint, m.calls))
+        .collect::<Vec<_>>()
+        .join(", ");
+    section.note(format!("(b) spread over the providers: {spread}"));
+    section.note(format!(
+        "{} rounds × {:?} measured after {:?} warm-up per client and concurrency; {}",
+        plan.rounds,
+        plan.measure,
+        plan.warmup,
+        placement.describe()
+    ));
+    drop(bench.dubbo);
+    cluster.delete_namespace(&ns).await;
+    drop(bench.providers);
+    Ok(())
+}
 
-    let clients: Vec<(&str, Call)> = vec![
-        ("(a) plain tonic, 1 provider", tonic_call(plain.clone())),
-        ("(b1) balanced client, the same 1 provider", tonic_call(one_client.clone())),
-        ("(b) balanced client, 3 providers", tonic_call(balanced_client.clone())),
-        ("(a3) tonic balance_list, 3 providers (static)", tonic_call(tonic_balanced.clone())),
-        ("(c) dubbo crate via kubernetes://, 3 providers", {
-            let d = dubbo.clone();
-            Arc::new(move || {
-                let d = d.clone();
-                Box::pin(async move { d.say_hello("bench").await.is_ok() })
-            })
-        }),
-    ];
-    // BENCH_CLIENTS=a,b1 keeps only those clients (for profiling one of them).
-    let clients: Vec<(&str, Call)> = match std::env::var("BENCH_CLIENTS") {
+/// Everything the clients call: three providers, the Services that find them, and each client.
+struct Bench {
+    providers: Vec<crate::util::Helper>,
+    plain: GreeterServiceClient<tonic::transport::Channel>,
+    one: GreeterServiceClient<Balanced>,
+    balanced: Balanced,
+    tonic_balanced: GreeterServiceClient<tonic::transport::Channel>,
+    dubbo: consumer::dubbo_stack::DubboStack,
+}
+
+impl Bench {
+    async fn set_up(
+        cluster: &Cluster,
+        ns: &str,
+        provider_bin: &Path,
+        placement: &Placement,
+        plan: &Plan,
+    ) -> Result<Bench, String> {
+        let (providers, ports) =
+            cluster.three_providers(ns, "greeter-bench", "bench", || placement.command(provider_bin)).await?;
+        let service = ServiceRef::new(provider::INTERFACE).with_version("1.0.0");
+        let cfg = discovery_config(cluster, ns, &format!("{}:1.0.0", provider::INTERFACE), "greeter-bench");
+        let hub = Discovery::with_client(&cfg, Metrics::default(), cluster.client.clone())
+            .await
+            .map_err(|e| format!("discovery: {e}"))?;
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", ports[0]))
+            .map_err(|e| e.to_string())?
+            .connect()
+            .await
+            .map_err(|e| format!("plain tonic connect: {e}"))?;
+        let balanced = balanced_over(&hub, &service, 3).await?;
+        let consumer_cfg = ConsumerConfig {
+            service: service.clone(),
+            discovery: cfg.clone(),
+            concurrency: plan.in_flight.iter().copied().max().unwrap_or(1),
+            deadline: Duration::from_secs(5),
+            client: ClientKind::Dubbo,
+            ..ConsumerConfig::default()
+        };
+        let dubbo = consumer::dubbo_stack::DubboStack::start(&consumer_cfg, hub.clone(), Stats::default())
+            .await
+            .map_err(|e| format!("dubbo crate client: {e}"))?;
+
+        // A second Service holding only the first provider: the balanced client's own cost, against
+        // the same single provider as (a).
+        let one_cfg = discovery_config(cluster, ns, &format!("{}:1.0.0", provider::INTERFACE), "greeter-bench-one");
+        let one_ep = Ep::of_pod("127.0.0.1".into(), "bench-p0".into());
+        let api = cluster.slices(ns);
+        create(&api, &slice(ns, "greeter-bench-one-0", "greeter-bench-one", ports[0], &[one_ep])?).await?;
+        let one_hub = Discovery::with_client(&one_cfg, Metrics::default(), cluster.client.clone())
+            .await
+            .map_err(|e| format!("discovery: {e}"))?;
+        let one = balanced_over(&one_hub, &service, 1).await?;
+
+        // tonic's own balanced channel (tower's power-of-two-choices) over the same three, a static
+        // list: what a user would otherwise pick.
+        let endpoints: Vec<tonic::transport::Endpoint> = ports
+            .iter()
+            .filter_map(|p| tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{p}")).ok())
+            .collect();
+        Ok(Bench {
+            providers,
+            plain: GreeterServiceClient::new(channel),
+            one: GreeterServiceClient::new(one),
+            balanced,
+            tonic_balanced: GreeterServiceClient::new(tonic::transport::Channel::balance_list(endpoints.into_iter())),
+            dubbo,
+        })
+    }
+
+    fn clients(&self) -> Vec<(&'static str, Call)> {
+        let dubbo = self.dubbo.clone();
+        vec![
+            ("(a) plain tonic, 1 provider", tonic_call(self.plain.clone())),
+            ("(b1) balanced client, the same 1 provider", tonic_call(self.one.clone())),
+            ("(b) balanced client, 3 providers", tonic_call(GreeterServiceClient::new(self.balanced.clone()))),
+            ("(a3) tonic balance_list, 3 providers (static)", tonic_call(self.tonic_balanced.clone())),
+            (
+                "(c) dubbo crate via kubernetes://, 3 providers",
+                Arc::new(move || {
+                    let d = dubbo.clone();
+                    Box::pin(async move { d.say_hello("bench").await.is_ok() })
+                }),
+            ),
+        ]
+    }
+}
+
+/// A balanced client that sees exactly `members` providers.
+async fn balanced_over(hub: &Discovery, service: &ServiceRef, members: usize) -> Result<Balanced, String> {
+    let client =
+        Balanced::new(hub, service.clone(), bench_options()).await.map_err(|e| format!("balanced client: {e}"))?;
+    if !client.ready(Duration::from_secs(10)).await || client.debug().members.len() != members {
+        return Err(format!("the balanced client should see {members} providers: {:?}", client.debug().members));
+    }
+    Ok(client)
+}
+
+/// `BENCH_CLIENTS=a,b1` keeps only those clients (for profiling one of them).
+fn selected(clients: Vec<(&'static str, Call)>) -> Vec<(&'static str, Call)> {
+    match std::env::var("BENCH_CLIENTS") {
         Ok(only) => clients
             .into_iter()
             .filter(|(name, _)| only.split(',').any(|o| name.starts_with(&format!("({o})"))))
             .collect(),
         Err(_) => clients,
-    };
-    // results[client][in_flight index] = per-round loads
+    }
+}
+
+/// Every round runs every concurrency for every client in turn, so noise hits them alike.
+/// `results[client][in_flight index]` holds one load per round.
+async fn rounds(clients: &[(&str, Call)], plan: &Plan) -> Vec<Vec<Vec<Load>>> {
     let mut results: Vec<Vec<Vec<Load>>> =
         clients.iter().map(|_| plan.in_flight.iter().map(|_| Vec::new()).collect()).collect();
     for _round in 0..plan.rounds {
@@ -231,51 +291,42 @@ async fn measure(
             }
         }
     }
+    results
+}
+
+/// One row per client and concurrency, the targets against (a), and (b) against tonic's balancer.
+fn report(section: &mut Section, clients: &[(&str, Call)], results: &[Vec<Vec<Load>>], plan: &Plan) {
     let mut base = vec![0.0; plan.in_flight.len()];
     let mut rates: std::collections::HashMap<String, Vec<f64>> = std::collections::HashMap::new();
     for (client, per_n) in results.iter().enumerate() {
         let name = clients[client].0;
         let tag = name.split(' ').next().unwrap_or_default();
         for (k, loads) in per_n.iter().enumerate() {
-            let rate = median(&loads.iter().map(|l| l.calls_per_sec).collect::<Vec<_>>());
-            let lat: Vec<f64> = loads.iter().flat_map(|l| l.latencies_ms.iter().copied()).collect();
-            let failed: u64 = loads.iter().map(|l| l.failed).sum();
-            let cpus = loads.first().map_or(0, |l| l.cpu_busy.len());
-            let busy = (0..cpus)
-                .map(|i| {
-                    let per_round: Vec<f64> = loads.iter().filter_map(|l| l.cpu_busy.get(i).copied()).collect();
-                    format!("{:.0}%", 100.0 * median(&per_round))
-                })
-                .collect::<Vec<_>>()
-                .join(" / ");
-            let s = Summary::of(&lat);
+            let n = plan.in_flight[k];
+            let row = Row::of(loads);
             if client == 0 {
-                base[k] = rate;
+                base[k] = row.rate;
             }
-            rates.entry(tag.to_owned()).or_default().push(rate);
-            let ratio = if base[k] > 0.0 { rate / base[k] } else { 0.0 };
+            rates.entry(tag.to_owned()).or_default().push(row.rate);
+            let ratio = if base[k] > 0.0 { row.rate / base[k] } else { 0.0 };
             section.row(vec![
                 name.into(),
-                plan.in_flight[k].to_string(),
-                f(rate, 0),
-                f(s.p50, 3),
-                f(s.p99, 3),
-                failed.to_string(),
+                n.to_string(),
+                f(row.rate, 0),
+                f(row.latency.p50, 3),
+                f(row.latency.p99, 3),
+                row.failed.to_string(),
                 format!("{ratio:.2}×"),
-                busy,
+                row.busy,
             ]);
-            if failed > 0 {
-                section.problem(format!("{name}: {failed} calls failed at {} in flight", plan.in_flight[k]));
+            if row.failed > 0 {
+                section.problem(format!("{name}: {} calls failed at {n} in flight", row.failed));
             }
-            if lat.is_empty() {
-                section.problem(format!("{name}: no call completed at {} in flight", plan.in_flight[k]));
+            if row.calls == 0 {
+                section.problem(format!("{name}: no call completed at {n} in flight"));
             }
             if tag == "(b)" || tag == "(b1)" {
-                section.target(
-                    &format!("{tag} ≥ 0.9 × (a) at {} in flight", plan.in_flight[k]),
-                    ratio >= 0.9,
-                    format!("{ratio:.2}×"),
-                );
+                section.target(&format!("{tag} ≥ 0.9 × (a) at {n} in flight"), ratio >= 0.9, format!("{ratio:.2}×"));
             }
         }
     }
@@ -292,20 +343,37 @@ async fn measure(
             ratios.join(", ")
         ));
     }
-    let spread =
-        balanced.debug().members.iter().map(|m| format!("{} {}", m.endpoint, m.calls)).collect::<Vec<_>>().join(", ");
-    section.note(format!("(b) spread over the providers: {spread}"));
-    section.note(format!(
-        "{} rounds × {:?} measured after {:?} warm-up per client and concurrency; {}",
-        plan.rounds,
-        plan.measure,
-        plan.warmup,
-        placement.describe()
-    ));
-    drop(dubbo);
-    cluster.delete_namespace(&ns).await;
-    drop(providers);
-    Ok(())
+}
+
+/// One client at one concurrency, over the rounds: median rate, latency over every call.
+struct Row {
+    rate: f64,
+    latency: Summary,
+    calls: usize,
+    failed: u64,
+    /// Median busy share of each CPU, "12% / 80%".
+    busy: String,
+}
+
+impl Row {
+    fn of(loads: &[Load]) -> Row {
+        let lat: Vec<f64> = loads.iter().flat_map(|l| l.latencies_ms.iter().copied()).collect();
+        let cpus = loads.first().map_or(0, |l| l.cpu_busy.len());
+        let busy = (0..cpus)
+            .map(|i| {
+                let per_round: Vec<f64> = loads.iter().filter_map(|l| l.cpu_busy.get(i).copied()).collect();
+                format!("{:.0}%", 100.0 * median(&per_round))
+            })
+            .collect::<Vec<_>>()
+            .join(" / ");
+        Row {
+            rate: median(&loads.iter().map(|l| l.calls_per_sec).collect::<Vec<_>>()),
+            latency: Summary::of(&lat),
+            calls: lat.len(),
+            failed: loads.iter().map(|l| l.failed).sum(),
+            busy,
+        }
+    }
 }
 
 /// The balanced client as the benchmark runs it: a fixed identity, no slow start.

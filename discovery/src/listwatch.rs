@@ -186,6 +186,8 @@ where
         }
     }
 
+    /// One watch request, from `rv` until it ends: open it, then deliver each event to the handler
+    /// until the stream ends, falls silent, breaks, or the probe says the server stopped answering.
     async fn watch(
         &self,
         handler: &mut impl Handler<K>,
@@ -193,91 +195,124 @@ where
         last_data: &mut Instant,
         backoff: &mut Backoff,
     ) -> End {
-        let secs = u32::try_from(self.timings.watch_timeout.as_secs()).unwrap_or(u32::MAX).max(1);
-        let mut wp = WatchParams::default().timeout(secs);
-        if let Some(s) = &self.selector {
-            wp = wp.labels(s);
-        }
-        let stream = match tokio::time::timeout(self.timings.request_timeout, self.api.watch(&wp, rv)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return End::Failed { since: Instant::now(), error: describe(&e, "watch", &self.what) },
-            Err(_) => {
-                return End::Failed {
-                    since: Instant::now(),
-                    error: format!(
-                        "failed to watch {}: no answer within {:?}",
-                        self.what, self.timings.request_timeout
-                    ),
-                };
-            }
+        let stream = match self.open_watch(rv).await {
+            Ok(stream) => stream,
+            Err(end) => return end,
         };
         let mut stream = std::pin::pin!(stream);
         let opened = Instant::now();
         let mut delivered = false;
         let mut probe = self.timings.probe.clone();
         loop {
-            let next = tokio::select! {
-                next = tokio::time::timeout(self.timings.idle_timeout, stream.next()) => match next {
-                    Ok(next) => next,
-                    Err(_) => return End::Idle { since: *last_data },
-                },
-                Some(since) = probe_failing(&mut probe, *last_data) => {
-                    self.metrics.watch_restart(&self.what, "probe");
-                    return End::Failed {
-                        since,
-                        error: format!("the API server has not answered a probe since {:?} ago", since.elapsed()),
-                    };
-                }
-            };
-            let event = match next {
-                // A server closes a watch at its timeout, with a bookmark first (we ask for them).
-                // One that ends at once with nothing said was cut: the kube client reports a reset
-                // mid-chunk as a clean end, and re-watching at once would spin.
-                None if !delivered && opened.elapsed() < self.timings.watch_timeout.mul_f64(0.9) => {
-                    // Dated now: the server answered this request (a frozen or silent one is caught by
-                    // the probe and the idle timeout, dated from the last data).
-                    return End::Failed {
-                        since: Instant::now(),
-                        error: format!(
-                            "the watch of {} ended after {:?} without an event or a bookmark (connection reset?)",
-                            self.what,
-                            opened.elapsed()
-                        ),
-                    };
-                }
-                None => return End::Closed,
-                Some(Err(e)) => {
-                    return End::Failed { since: Instant::now(), error: format!("watch of {} broke: {e}", self.what) };
-                }
-                Some(Ok(event)) => event,
+            let event = match self.next_event(&mut stream, &mut probe, *last_data).await {
+                Ok(Some(event)) => event,
+                Ok(None) => return self.stream_ended(opened, delivered),
+                Err(end) => return end,
             };
             crate::task::checkpoint(self.kind);
-            match event {
-                WatchEvent::Added(o) | WatchEvent::Modified(o) => {
-                    remember(rv, o.meta().resource_version.as_deref());
-                    handler.apply(o);
-                }
-                WatchEvent::Deleted(o) => {
-                    remember(rv, o.meta().resource_version.as_deref());
-                    handler.delete(o);
-                }
-                WatchEvent::Bookmark(b) => remember(rv, Some(&b.metadata.resource_version)),
-                WatchEvent::Error(status) if status.code == 410 => return End::Relist,
-                WatchEvent::Error(status) => {
-                    return End::Failed {
-                        since: Instant::now(),
-                        error: format!(
-                            "watch of {} ended with an error: {} ({}, code {})",
-                            self.what, status.message, status.reason, status.code
-                        ),
-                    };
-                }
+            if let Some(end) = self.deliver(handler, rv, event) {
+                return end;
             }
             delivered = true;
             *last_data = Instant::now();
             backoff.reset();
             handler.live();
         }
+    }
+
+    /// Sends the watch request from `rv`; the server must accept it within the request timeout.
+    async fn open_watch(
+        &self,
+        rv: &str,
+    ) -> Result<impl futures::Stream<Item = kube::Result<WatchEvent<K>>> + use<K>, End> {
+        let secs = u32::try_from(self.timings.watch_timeout.as_secs()).unwrap_or(u32::MAX).max(1);
+        let mut wp = WatchParams::default().timeout(secs);
+        if let Some(s) = &self.selector {
+            wp = wp.labels(s);
+        }
+        match tokio::time::timeout(self.timings.request_timeout, self.api.watch(&wp, rv)).await {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(e)) => Err(End::Failed { since: Instant::now(), error: describe(&e, "watch", &self.what) }),
+            Err(_) => Err(End::Failed {
+                since: Instant::now(),
+                error: format!("failed to watch {}: no answer within {:?}", self.what, self.timings.request_timeout),
+            }),
+        }
+    }
+
+    /// The stream's next item (`None`: it ended), unless the watch stays silent past the idle timeout
+    /// or the probe finds the server not answering first.
+    async fn next_event<S>(
+        &self,
+        stream: &mut std::pin::Pin<&mut S>,
+        probe: &mut Option<watch::Receiver<Option<ProbeFailure>>>,
+        last_data: Instant,
+    ) -> Result<Option<WatchEvent<K>>, End>
+    where
+        S: futures::Stream<Item = kube::Result<WatchEvent<K>>>,
+    {
+        tokio::select! {
+            next = tokio::time::timeout(self.timings.idle_timeout, stream.next()) => match next {
+                Err(_) => Err(End::Idle { since: last_data }),
+                Ok(None) => Ok(None),
+                Ok(Some(Ok(event))) => Ok(Some(event)),
+                Ok(Some(Err(e))) => {
+                    Err(End::Failed { since: Instant::now(), error: format!("watch of {} broke: {e}", self.what) })
+                }
+            },
+            Some(since) = probe_failing(probe, last_data) => {
+                self.metrics.watch_restart(&self.what, "probe");
+                Err(End::Failed {
+                    since,
+                    error: format!("the API server has not answered a probe since {:?} ago", since.elapsed()),
+                })
+            }
+        }
+    }
+
+    /// Why a watch stream ended. A server closes a watch at its timeout, with a bookmark first (we ask
+    /// for them). One that ends at once with nothing said was cut: the kube client reports a reset
+    /// mid-chunk as a clean end, and re-watching at once would spin.
+    fn stream_ended(&self, opened: Instant, delivered: bool) -> End {
+        if delivered || opened.elapsed() >= self.timings.watch_timeout.mul_f64(0.9) {
+            return End::Closed;
+        }
+        // Dated now: the server answered this request (a frozen or silent one is caught by the probe
+        // and the idle timeout, dated from the last data).
+        End::Failed {
+            since: Instant::now(),
+            error: format!(
+                "the watch of {} ended after {:?} without an event or a bookmark (connection reset?)",
+                self.what,
+                opened.elapsed()
+            ),
+        }
+    }
+
+    /// Hands one event to the handler and remembers its version; an error event ends the watch.
+    fn deliver(&self, handler: &mut impl Handler<K>, rv: &mut String, event: WatchEvent<K>) -> Option<End> {
+        match event {
+            WatchEvent::Added(o) | WatchEvent::Modified(o) => {
+                remember(rv, o.meta().resource_version.as_deref());
+                handler.apply(o);
+            }
+            WatchEvent::Deleted(o) => {
+                remember(rv, o.meta().resource_version.as_deref());
+                handler.delete(o);
+            }
+            WatchEvent::Bookmark(b) => remember(rv, Some(&b.metadata.resource_version)),
+            WatchEvent::Error(status) if status.code == 410 => return Some(End::Relist),
+            WatchEvent::Error(status) => {
+                return Some(End::Failed {
+                    since: Instant::now(),
+                    error: format!(
+                        "watch of {} ended with an error: {} ({}, code {})",
+                        self.what, status.message, status.reason, status.code
+                    ),
+                });
+            }
+        }
+        None
     }
 }
 
