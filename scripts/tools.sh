@@ -123,3 +123,52 @@ ensure_tool() {
   export PATH
   info "$tool: $version installed in $TOOLS_DIR (checksum verified)"
 }
+
+# A real kube-apiserver and etcd for the tests and benchmarks (kubebuilder's envtest layout), into
+# target/envtest, and KUBEBUILDER_ASSETS exported to name it. From, in order: KUBEBUILDER_ASSETS
+# already holding both binaries; a local archive ENVTEST_ARCHIVE (with a SHA256SUMS beside it, as an
+# air-gapped site keeps one); the pinned envtest release of scripts/envtest.lock (SHA-512 of
+# kubernetes-sigs/controller-tools' envtest-releases.yaml). Returns 1, saying why, when none works.
+ensure_envtest() {
+  local dir="$ROOT/target/envtest" os arch entry version sha url archive got
+  if [ -n "${KUBEBUILDER_ASSETS:-}" ] && [ -x "$KUBEBUILDER_ASSETS/kube-apiserver" ] && [ -x "$KUBEBUILDER_ASSETS/etcd" ]; then
+    info "envtest: using KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS"
+    return 0
+  fi
+  if [ -x "$dir/kube-apiserver" ] && [ -x "$dir/etcd" ]; then
+    export KUBEBUILDER_ASSETS="$dir"
+    info "envtest: using $dir"
+    return 0
+  fi
+  mkdir -p "$dir"
+  if [ -n "${ENVTEST_ARCHIVE:-}" ]; then
+    [ -f "$ENVTEST_ARCHIVE" ] || { info "envtest: ENVTEST_ARCHIVE=$ENVTEST_ARCHIVE does not exist"; return 1; }
+    local sums
+    sums="$(dirname "$ENVTEST_ARCHIVE")/SHA256SUMS"
+    if [ -f "$sums" ]; then
+      got=$(sha256_of "$ENVTEST_ARCHIVE")
+      grep -q "^$got  $(basename "$ENVTEST_ARCHIVE")\$" "$sums" || { info "envtest: $ENVTEST_ARCHIVE does not match $sums"; return 1; }
+    fi
+    tar -xf "$ENVTEST_ARCHIVE" -C "$dir" || { info "envtest: cannot unpack $ENVTEST_ARCHIVE"; return 1; }
+  else
+    read -r os arch <<<"$(tools_platform)"
+    entry=$(awk -v o="$os" -v a="$arch" '$1 == "envtest" && $3 == o && $4 == a { print $2, $5, $6; exit }' "$ROOT/scripts/envtest.lock")
+    [ -n "$entry" ] || { info "envtest: no pinned release for $os/$arch"; return 1; }
+    read -r version sha url <<<"$entry"
+    archive="$ROOT/.tools/$(basename "$url")"
+    mkdir -p "$ROOT/.tools"
+    if [ ! -f "$archive" ]; then
+      info "envtest: downloading $version for $os/$arch from $url"
+      curl -fsSL --retry 2 --connect-timeout 10 --max-time 600 -o "$archive.part" "$url" 2>/dev/null \
+        || { rm -f "$archive.part"; info "envtest: cannot download $url (offline?); put it at $archive, or set ENVTEST_ARCHIVE or KUBEBUILDER_ASSETS"; return 1; }
+      mv "$archive.part" "$archive"
+    fi
+    if command -v sha512sum >/dev/null 2>&1; then got=$(sha512sum "$archive" | awk '{print $1}'); else got=$(shasum -a 512 "$archive" | awk '{print $1}'); fi
+    [ "$got" = "$sha" ] || { rm -f "$archive"; info "envtest: checksum mismatch for $url (expected SHA-512 $sha, got $got): removed"; return 1; }
+    # The release holds controller-tools/envtest/{etcd,kube-apiserver,kubectl}.
+    tar -xzf "$archive" -C "$dir" --strip-components=2 || { info "envtest: cannot unpack $archive"; return 1; }
+  fi
+  [ -x "$dir/kube-apiserver" ] && [ -x "$dir/etcd" ] || { info "envtest: the archive holds no kube-apiserver and etcd"; rm -rf "$dir"; return 1; }
+  export KUBEBUILDER_ASSETS="$dir"
+  info "envtest: $("$dir/kube-apiserver" --version 2>/dev/null || echo kube-apiserver), etcd $("$dir/etcd" --version 2>/dev/null | awk '/etcd Version/ {print $3}') in $dir"
+}

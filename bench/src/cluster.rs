@@ -1,8 +1,9 @@
-//! The API server the benchmarks write to and discovery watches: the in-process test server run as
-//! a helper process (the default), or any cluster given by a kubeconfig. Either way every write goes
-//! through the real kube client over HTTP, and the benchmarks clean up their own namespaces.
+//! The API server the benchmarks write to and discovery watches: a real kube-apiserver with etcd
+//! started for the run (envtest, from `KUBEBUILDER_ASSETS`), the in-process test server run as a
+//! helper process, or any cluster given by a kubeconfig. Either way every write goes through the real
+//! kube client over HTTP, and the benchmarks clean up their own namespaces.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -26,6 +27,10 @@ pub struct Cluster {
     /// The in-process server accepts loopback addresses (the providers of the call benchmark run on
     /// loopback); a real API server refuses them.
     pub local: bool,
+    /// A kubeconfig for child processes (`KUBECONFIG`), when the server needs credentials.
+    pub kubeconfig: Option<PathBuf>,
+    /// The real server started for this run, when it is one (its PIDs give its memory and CPU).
+    pub envtest: Option<testkit::envtest::KubeApiServer>,
     _helper: Option<Helper>,
 }
 
@@ -53,8 +58,52 @@ impl Cluster {
             server_url: Some(url.clone()),
             describe: format!("in-process test API server as a helper process at {url}"),
             local: true,
+            kubeconfig: None,
+            envtest: None,
             _helper: Some(helper),
         })
+    }
+
+    /// A real kube-apiserver and etcd from `KUBEBUILDER_ASSETS`, started for this run.
+    pub async fn envtest() -> Result<Cluster, String> {
+        let server = testkit::envtest::KubeApiServer::start(&[]).await?;
+        let client = server.client().await?;
+        let version =
+            client.apiserver_version().await.map_err(|e| format!("the envtest server does not answer: {e}"))?;
+        Ok(Cluster {
+            client,
+            server_url: None,
+            describe: format!(
+                "kube-apiserver {} with etcd, started for this run from {} (envtest; ready in {:.1} s)",
+                version.git_version,
+                testkit::envtest::assets().map(|p| p.display().to_string()).unwrap_or_default(),
+                server.started_in().as_secs_f64()
+            ),
+            local: false,
+            kubeconfig: Some(server.kubeconfig()),
+            envtest: Some(server),
+            _helper: None,
+        })
+    }
+
+    /// The resident memory of the real API server started for this run (kube-apiserver, etcd), KiB.
+    pub fn server_rss_kib(&self) -> Option<(u64, u64)> {
+        let (api, etcd) = self.envtest.as_ref()?.pids();
+        Some((crate::util::rss_kib(api)?, crate::util::rss_kib(etcd)?))
+    }
+
+    /// How a child process reaches this server: `--api URL`, or `KUBECONFIG`.
+    pub fn child_access(&self, cmd: &mut tokio::process::Command) -> Result<(), String> {
+        match (&self.server_url, &self.kubeconfig) {
+            (Some(url), _) => {
+                cmd.args(["--api", url]);
+            }
+            (None, Some(path)) => {
+                cmd.env("KUBECONFIG", path);
+            }
+            (None, None) => return Err("no way for a child process to reach this API server".into()),
+        }
+        Ok(())
     }
 
     /// The cluster of a kubeconfig file (its current context).
@@ -80,6 +129,8 @@ impl Cluster {
                 version.git_version
             ),
             local: false,
+            kubeconfig: Some(path.to_path_buf()),
+            envtest: None,
             _helper: None,
         })
     }

@@ -88,8 +88,9 @@ enum Internal {
     /// (internal) One size of the scale benchmark, driven over stdin/stdout.
     #[command(hide = true)]
     ScalePoint {
+        /// The API server's URL; without it, the kubeconfig of `KUBECONFIG`.
         #[arg(long)]
-        api: String,
+        api: Option<String>,
         #[arg(long)]
         namespace: String,
         #[arg(long)]
@@ -204,16 +205,26 @@ async fn main() {
     }
     let started = Instant::now();
     let local = Cluster::local(&placement).await.unwrap_or_else(|e| fail(1, format!("local API server: {e}")));
+    // The sections about the API server (propagation, scale) run against a real one: the kubeconfig's,
+    // else one started from KUBEBUILDER_ASSETS, else (saying so) the in-process server.
     let remote = match &cli.kubeconfig {
         Some(path) => Some(Cluster::from_kubeconfig(path).await.unwrap_or_else(|e| fail(2, e))),
+        None if wanted("propagation") || wanted("scale") => match testkit::envtest::assets() {
+            Ok(_) => Some(Cluster::envtest().await.unwrap_or_else(|e| fail(1, format!("envtest API server: {e}")))),
+            Err(why) => {
+                eprintln!("no real API server: {why}; the API sections use the in-process test server");
+                None
+            }
+        },
         None => None,
     };
+    let real = remote.as_ref().unwrap_or(&local);
 
     let mode = if cli.short { "short (CI: few samples)" } else { "full" };
     let mut report = Report::new(&root, vec![("placement".into(), placement.describe()), ("mode".into(), mode.into())]);
     if wanted("propagation") {
         eprintln!("propagation: {} changes…", settings.propagation);
-        report.add(propagation::run(remote.as_ref().unwrap_or(&local), settings.propagation).await);
+        report.add(propagation::run(real, settings.propagation).await);
     }
     if wanted("dns") {
         eprintln!("dns: {:?} (TTL s, changes)…", settings.dns);
@@ -225,7 +236,7 @@ async fn main() {
     }
     if wanted("scale") {
         eprintln!("scale: {:?} endpoints…", settings.scale);
-        report.add(scale::run(&local, &settings.scale, settings.scale_changes, settings.picks).await);
+        report.add(scale::run(real, &settings.scale, settings.scale_changes, settings.picks).await);
     }
     if wanted("footprint") {
         eprintln!("footprint…");

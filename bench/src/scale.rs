@@ -91,6 +91,14 @@ pub async fn run(cluster: &Cluster, sizes: &[usize], changes: usize, picks: usiz
             Err(e) => section.problem(format!("{n} endpoints: {e}")),
         }
     }
+    section.note(format!("API server: {}", cluster.describe));
+    if let Some((api, etcd)) = cluster.server_rss_kib() {
+        section.note(format!(
+            "resident memory after the run: kube-apiserver {}, etcd {}",
+            mib(api * 1024),
+            mib(etcd * 1024)
+        ));
+    }
     if let (Some(first), Some(last)) = (cpu.first(), cpu.last())
         && last.0 > first.0
     {
@@ -115,22 +123,14 @@ pub async fn run(cluster: &Cluster, sizes: &[usize], changes: usize, picks: usiz
 }
 
 async fn point(cluster: &Cluster, n: usize, changes: usize, picks: usize) -> Result<Value, String> {
-    let url = cluster.server_url.clone().ok_or("the scale benchmark runs against the local API server")?;
     let ns = namespace_name(&format!("scale{n}"));
     cluster.create_namespace(&ns).await?;
-    let result = point_in(cluster, &url, &ns, n, changes, picks).await;
+    let result = point_in(cluster, &ns, n, changes, picks).await;
     cluster.delete_namespace(&ns).await;
     result
 }
 
-async fn point_in(
-    cluster: &Cluster,
-    url: &str,
-    ns: &str,
-    n: usize,
-    changes: usize,
-    picks: usize,
-) -> Result<Value, String> {
+async fn point_in(cluster: &Cluster, ns: &str, n: usize, changes: usize, picks: usize) -> Result<Value, String> {
     let api = cluster.slices(ns);
     let slices = n / PER_SLICE;
     let writes = futures::stream::iter(0..slices)
@@ -145,18 +145,11 @@ async fn point_in(
         return Err(e);
     }
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut child = tokio::process::Command::new(exe)
-        .args([
-            "scale-point",
-            "--api",
-            url,
-            "--namespace",
-            ns,
-            "--endpoints",
-            &n.to_string(),
-            "--picks",
-            &picks.to_string(),
-        ])
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.arg("scale-point");
+    cluster.child_access(&mut cmd)?;
+    let mut child = cmd
+        .args(["--namespace", ns, "--endpoints", &n.to_string(), "--picks", &picks.to_string()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -199,9 +192,10 @@ async fn point_in(
 /// `dubbo-k8s-bench scale-point`: the child. Prints one JSON line when the set is complete, then
 /// answers `ok` to each `expect <ip> <0|1>` once its snapshot shows that readiness, and prints its
 /// CPU time on `done`.
-pub async fn child(api: String, namespace: String, n: usize, picks: usize) -> Result<(), String> {
+pub async fn child(api: Option<String>, namespace: String, n: usize, picks: usize) -> Result<(), String> {
     let mut cfg = DiscoveryConfig::new(Mode::Api).with_namespace(namespace);
-    cfg.api.server = Some(api);
+    // Without --api: the kubeconfig of KUBECONFIG.
+    cfg.api.server = api;
     cfg.api.annotations = false;
     cfg.api.failover = false;
     cfg.api.request_timeout = Duration::from_secs(60);

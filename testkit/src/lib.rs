@@ -2,12 +2,14 @@
 //! applications' tests and benchmarks: a Kubernetes API server (list/watch of EndpointSlices,
 //! Services, SelfSubjectAccessReviews) and an authoritative DNS server answering like CoreDNS.
 //! Both can be stopped, restarted and made to misbehave. And a TCP proxy that resets connections
-//! in flight.
+//! in flight. With the `envtest` feature, a real kube-apiserver and etcd from `KUBEBUILDER_ASSETS`.
 
 #![warn(missing_docs)]
 
 pub mod api;
 pub mod dns;
+#[cfg(feature = "envtest")]
+pub mod envtest;
 pub mod proxy;
 
 pub use api::{FakeApiServer, Misbehaviour, PodEndpoint, StoreSnapshot, endpoint_slice, service_object};
