@@ -233,6 +233,11 @@ async fn a_dropped_service_takes_its_gauges_with_it() {
     let d = hub.service(greeter("1.0.0")).await.expect("watch");
     wait_for(&d, 10, "two", |s| s.len() == 2).await;
     let key = d.target().to_string();
+    // The gauges follow the publication (the set is visible a moment before its metrics are).
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while !metrics.exports(&key) && std::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(metrics.exports(&key), "exported while followed");
     drop(d);
     let until = std::time::Instant::now() + Duration::from_secs(5);
