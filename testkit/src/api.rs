@@ -131,6 +131,21 @@ struct Store {
     misbehaviour: Misbehaviour,
     watch_misbehaviour: Misbehaviour,
     frozen: bool,
+    /// Whether streaming lists (`sendInitialEvents`) are served; off, they are refused as
+    /// kube-apiserver over etcd 3.4 refuses them.
+    streaming_lists: bool,
+    list_kinds: Vec<ListKind>,
+}
+
+/// How a list asked for its data (`resourceVersion` / `resourceVersionMatch`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListKind {
+    /// No resourceVersion: a consistent read (from etcd on servers without consistent cache reads).
+    Consistent,
+    /// `resourceVersion=0`: any version, from the watch cache.
+    Cached,
+    /// `resourceVersionMatch=NotOlderThan` with a version: from the cache, at least that new.
+    NotOlderThan,
 }
 
 #[derive(Debug)]
@@ -218,6 +233,8 @@ impl FakeApiServer {
                 misbehaviour: Misbehaviour::None,
                 watch_misbehaviour: Misbehaviour::None,
                 frozen: false,
+                streaming_lists: true,
+                list_kinds: Vec::new(),
             }),
             events: broadcast::channel(4096).0,
             expire: broadcast::channel(16).0,
@@ -378,7 +395,18 @@ impl FakeApiServer {
         self.shared.store().frozen = false;
     }
 
-    /// List requests served so far (EndpointSlices and Services).
+    /// Serves streaming lists (`sendInitialEvents=true`, the default), or refuses them with the error
+    /// event kube-apiserver 1.32 over etcd 3.4 sends.
+    pub fn set_streaming_lists(&self, served: bool) {
+        self.shared.store().streaming_lists = served;
+    }
+
+    /// How each plain list request so far asked for its data, oldest first.
+    pub fn list_kinds(&self) -> Vec<ListKind> {
+        self.shared.store().list_kinds.clone()
+    }
+
+    /// List requests served so far (EndpointSlices and Services), streaming lists included.
     pub fn lists(&self) -> u64 {
         self.shared.lists.load(Ordering::Relaxed)
     }
@@ -688,9 +716,39 @@ fn query(req: &Request<Incoming>) -> HashMap<String, String> {
 }
 
 /// Equality-based selectors: `k=v`, `k==v`, `k!=v`, `k`, `!k`, comma-separated (AND).
+/// The terms of a label selector: split at commas outside parentheses (`k in (a,b),x=1`).
+fn selector_terms(selector: &str) -> Vec<&str> {
+    let mut terms = Vec::new();
+    let (mut depth, mut start) = (0i32, 0usize);
+    for (i, c) in selector.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                terms.push(selector[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    terms.push(selector[start..].trim());
+    terms.into_iter().filter(|t| !t.is_empty()).collect()
+}
+
+/// `k in (a,b)` / `k notin (a,b)`: the key and the set, when `term` is one.
+fn set_term<'a>(term: &'a str, op: &str) -> Option<(&'a str, Vec<&'a str>)> {
+    let (k, rest) = term.split_once(op)?;
+    let set = rest.trim().strip_prefix('(')?.strip_suffix(')')?;
+    Some((k.trim(), set.split(',').map(str::trim).collect()))
+}
+
 fn selector_matches(selector: &str, labels: &Value) -> bool {
-    selector.split(',').map(str::trim).filter(|t| !t.is_empty()).all(|term| {
-        if let Some((k, v)) = term.split_once("!=") {
+    selector_terms(selector).into_iter().all(|term| {
+        if let Some((k, set)) = set_term(term, " notin ") {
+            labels[k].as_str().is_none_or(|v| !set.contains(&v))
+        } else if let Some((k, set)) = set_term(term, " in ") {
+            labels[k].as_str().is_some_and(|v| set.contains(&v))
+        } else if let Some((k, v)) = term.split_once("!=") {
             labels[k.trim()].as_str() != Some(v.trim())
         } else if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
             labels[k.trim()].as_str() == Some(v.trim())
@@ -759,15 +817,17 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         if forbid {
             return forbidden(res, verb, ns);
         }
+        let streaming = verb == "watch" && matches!(q.get("sendInitialEvents").map(String::as_str), Some("true"));
         if verb == "watch" {
             shared.watches.fetch_add(1, Ordering::Relaxed);
-        } else {
+        }
+        if verb == "list" || streaming {
             shared.lists.fetch_add(1, Ordering::Relaxed);
         }
         if misbehaviour != Misbehaviour::None {
             return misbehave(&shared, misbehaviour);
         }
-        return if verb == "watch" { watch(shared, res, ns, &q).await } else { list(&shared, res, ns, &q) };
+        return if verb == "watch" { watch(shared, res, ns, &q).await } else { list(&shared, res, ns, &q).await };
     }
     match (req.method(), p.as_slice()) {
         (&Method::GET, ["readyz"]) => Response::builder()
@@ -953,7 +1013,23 @@ async fn read_object(req: Request<Incoming>) -> Result<Value, Response<Body>> {
     Ok(obj)
 }
 
-fn list(shared: &Shared, res: Res, ns: &str, q: &HashMap<String, String>) -> Response<Body> {
+async fn list(shared: &Shared, res: Res, ns: &str, q: &HashMap<String, String>) -> Response<Body> {
+    // `resourceVersionMatch=NotOlderThan` with a version the server has not reached: kube-apiserver's
+    // cache waits up to 3 s for it, then answers 504 "Too large resource version".
+    if q.get("resourceVersionMatch").map(String::as_str) == Some("NotOlderThan")
+        && let Some(asked) = q.get("resourceVersion").and_then(|v| v.parse::<u64>().ok())
+        && let Some(refused) = too_large(shared, asked).await
+    {
+        return refused;
+    }
+    {
+        let mut s = shared.store();
+        s.list_kinds.push(match (q.get("resourceVersion").map(String::as_str), q.get("resourceVersionMatch")) {
+            (None | Some(""), _) => ListKind::Consistent,
+            (Some("0"), _) => ListKind::Cached,
+            (Some(_), _) => ListKind::NotOlderThan,
+        });
+    }
     let mut s = shared.store();
     let (rv, mut items) = match q.get("continue").filter(|c| !c.is_empty()) {
         Some(token) => match s.pages.remove(token) {
@@ -1030,6 +1106,23 @@ fn too_large_status(asked: u64, current: u64) -> Response<Body> {
     json_response(504, &st)
 }
 
+/// What kube-apiserver 1.32 over etcd 3.4 answers a streaming list (first event of the watch).
+const STREAMING_REFUSED: &str =
+    "a watch stream was requested by the client but the required storage feature RequestWatchProgress is disabled";
+
+/// The bookmark that ends a streaming list's initial events.
+fn initial_events_end(res: Res, rv: u64) -> Bytes {
+    let mut object = json!({"kind": res.kind(), "apiVersion": res.api_version(), "metadata": {
+        "resourceVersion": rv.to_string(), "creationTimestamp": null,
+        "annotations": {"k8s.io/initial-events-end": "true"}}});
+    if res == Res::Slices {
+        object["addressType"] = json!("");
+        object["endpoints"] = Value::Null;
+        object["ports"] = Value::Null;
+    }
+    line("BOOKMARK", &object)
+}
+
 fn expired() -> Bytes {
     line("ERROR", &status(410, "Expired", "The resourceVersion for the provided watch is too old."))
 }
@@ -1039,6 +1132,7 @@ async fn watch(shared: Arc<Shared>, res: Res, ns: &str, q: &HashMap<String, Stri
     let bookmarks = matches!(q.get("allowWatchBookmarks").map(String::as_str), Some("true" | "1"));
     let timeout = q.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).map(Duration::from_secs);
     let from = q.get("resourceVersion").cloned().unwrap_or_default();
+    let initial_events = matches!(q.get("sendInitialEvents").map(String::as_str), Some("true"));
     let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(1024);
     let ns = ns.to_owned();
     let matches = move |e: &Event| {
@@ -1052,11 +1146,13 @@ async fn watch(shared: Arc<Shared>, res: Res, ns: &str, q: &HashMap<String, Stri
         return refused;
     }
     // Under the store lock: the replay and the live subscription meet without a gap.
-    let (replay, mut live, mut expire, start_rv, interval) = {
+    let (replay, mut live, mut expire, start_rv, interval, refuse) = {
         let s = shared.store();
         let live = shared.events.subscribe();
         let expire = shared.expire.subscribe();
-        let replay: Result<Vec<Event>, ()> = match from.as_str() {
+        // A streaming list starts from the current state whatever version it names (NotOlderThan).
+        let from = if initial_events { "" } else { from.as_str() };
+        let replay: Result<Vec<Event>, ()> = match from {
             "" | "0" => Ok(s
                 .objects
                 .iter()
@@ -1074,7 +1170,7 @@ async fn watch(shared: Arc<Shared>, res: Res, ns: &str, q: &HashMap<String, Stri
                 _ => Err(()),
             },
         };
-        (replay, live, expire, s.rv, s.bookmark_interval)
+        (replay, live, expire, s.rv, s.bookmark_interval, initial_events && !s.streaming_lists)
     };
     let producer_shared = shared.clone();
     let producer = tokio::spawn(async move {
@@ -1086,6 +1182,10 @@ async fn watch(shared: Arc<Shared>, res: Res, ns: &str, q: &HashMap<String, Stri
                 tx.send(Ok(Frame::data(b))).await.is_ok()
             }
         };
+        if refuse {
+            let _ = send(line("ERROR", &status(500, "InternalError", STREAMING_REFUSED))).await;
+            return;
+        }
         let events = match replay {
             Ok(ev) => ev,
             Err(()) => {
@@ -1098,6 +1198,9 @@ async fn watch(shared: Arc<Shared>, res: Res, ns: &str, q: &HashMap<String, Stri
             if !send(line(e.kind, &e.object)).await {
                 return;
             }
+        }
+        if initial_events && !send(initial_events_end(res, start_rv)).await {
+            return;
         }
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         let mut tick = interval.map(|i| tokio::time::interval_at(tokio::time::Instant::now() + i, i));
@@ -1172,6 +1275,10 @@ mod tests {
         assert!(selector_matches("kubernetes.io/service-name==greeter,x", &labels));
         assert!(!selector_matches("kubernetes.io/service-name=other", &labels));
         assert!(selector_matches("x!=2,!y", &labels));
+        assert!(selector_matches("kubernetes.io/service-name in (a,greeter),x", &labels));
+        assert!(!selector_matches("kubernetes.io/service-name in (a,b)", &labels));
+        assert!(selector_matches("kubernetes.io/service-name notin (a,b)", &labels));
+        assert!(!selector_matches("kubernetes.io/service-name notin (greeter)", &labels));
         assert_eq!(percent_decode("kubernetes.io%2Fservice-name%3Dgreeter"), "kubernetes.io/service-name=greeter");
     }
 }

@@ -12,7 +12,7 @@ pub mod dns;
 pub mod envtest;
 pub mod proxy;
 
-pub use api::{FakeApiServer, Misbehaviour, PodEndpoint, StoreSnapshot, endpoint_slice, service_object};
+pub use api::{FakeApiServer, ListKind, Misbehaviour, PodEndpoint, StoreSnapshot, endpoint_slice, service_object};
 pub use dns::{Behaviour, FakeDns};
 pub use hickory_proto::rr::RecordType;
 pub use proxy::ResetProxy;
