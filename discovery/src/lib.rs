@@ -92,6 +92,7 @@ mod source;
 mod sync;
 mod task;
 mod wait;
+mod wire;
 
 pub use config::{ConfigError, DiscoveryConfig, IpFamily, Mode};
 pub use error::{Error, Result};

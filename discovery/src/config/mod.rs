@@ -118,6 +118,7 @@ impl Default for DiscoveryConfig {
                 request_timeout: Duration::from_secs(5),
                 probe_interval: Duration::from_secs(10),
                 page_size: 500,
+                streaming_lists: true,
                 failover: true,
                 max_stale: Duration::from_secs(60),
                 cold_start_timeout: Duration::from_secs(5),
@@ -157,6 +158,7 @@ struct Raw {
     request_timeout: Option<Var<Duration>>,
     api_probe_interval: Option<Var<Duration>>,
     page_size: Option<Var<u32>>,
+    streaming_lists: Option<Var<bool>>,
     failover: Option<Var<bool>>,
     max_stale: Option<Var<Duration>>,
     cold_start_timeout: Option<Var<Duration>>,
@@ -269,6 +271,7 @@ impl DiscoveryConfig {
         set(&mut a.request_timeout, raw.request_timeout);
         set(&mut a.probe_interval, raw.api_probe_interval);
         set(&mut a.page_size, raw.page_size);
+        set(&mut a.streaming_lists, raw.streaming_lists);
         set(&mut a.failover, raw.failover);
         set(&mut a.max_stale, raw.max_stale);
         set(&mut a.cold_start_timeout, raw.cold_start_timeout);
@@ -411,6 +414,7 @@ mod properties {
         "REQUEST_TIMEOUT",
         "API_PROBE_INTERVAL",
         "PAGE_SIZE",
+        "STREAMING_LISTS",
         "FAILOVER",
         "MAX_STALE",
         "COLD_START_TIMEOUT",

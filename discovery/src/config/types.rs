@@ -232,8 +232,12 @@ pub struct ApiConfig {
     /// answering at all (a frozen or unreachable server whose connections stay open), every watch is
     /// ended and the state listed again, without waiting for the idle timeout.
     pub probe_interval: Duration,
-    /// List page size.
+    /// Page size of consistent lists (the ones that read etcd; lists from the server's cache are one
+    /// response, decoded item by item as it arrives).
     pub page_size: u32,
+    /// Ask for streaming lists (`sendInitialEvents`) first; a server that refuses them is asked
+    /// for plain lists from then on.
+    pub streaming_lists: bool,
     /// Fall back to DNS, then the Service VIP, when the API is unreachable.
     pub failover: bool,
     /// How long the last-known-good set is served while the API is unreachable before falling back.

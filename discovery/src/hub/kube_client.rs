@@ -26,6 +26,11 @@ pub(crate) async fn make_client(cfg: &DiscoveryConfig) -> std::result::Result<Cl
     config.connect_timeout = Some(cfg.api.request_timeout.min(Duration::from_secs(5)));
     // A watch lasts up to watch_timeout; the read timeout must not cut it first.
     config.read_timeout = Some(cfg.api.watch_timeout + Duration::from_secs(30));
+    // kube's default client silently retries 429/503/504 up to 15 times with backoff growing to
+    // minutes: a list answered "too large resource version" (504) would be asked again and again
+    // instead of falling back, and an overloaded server would hold each request far past its
+    // deadline. The list/watch loop has its own deadlines, backoff and fallbacks.
+    config.default_retry = false;
     Client::try_from(config).map_err(|e| {
         let hint = if e.to_string().contains("No CA certificates") {
             " (the TLS connector loads the system CA certificates even for http://: install ca-certificates in the image)"

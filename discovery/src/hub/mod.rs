@@ -91,6 +91,7 @@ impl Discovery {
             idle_timeout: cfg.api.watch_idle_timeout,
             request_timeout: cfg.api.request_timeout,
             page_size: cfg.api.page_size,
+            streaming_lists: cfg.api.streaming_lists,
             backoff: cfg.backoff,
             probe: probe.as_ref().map(|p| p.rx.clone()),
             outage: crate::outage::OutageLog::default(),

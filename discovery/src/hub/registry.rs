@@ -20,13 +20,14 @@ use crate::model::{Source, Target};
 use crate::publish::{Follower, Publisher, Versions};
 use crate::rbac;
 use crate::resolution::{ApiParts, DnsFactory, Resolution};
-use crate::source::api::{SliceWatch, SliceWatchSettings};
+use crate::source::api::{NamespaceSlices, SliceWatch, SliceWatchSettings};
 use crate::source::dns::DnsSource;
 use crate::source::slices::FamilyPolicy;
 
 #[derive(Default)]
 struct State {
     slice_watches: HashMap<(String, String), Weak<SliceWatch>>,
+    namespaces: HashMap<String, Weak<NamespaceSlices>>,
     resolutions: HashMap<Target, Weak<Resolution>>,
     indexes: HashMap<String, Weak<ServiceIndex>>,
     checked: HashSet<String>,
@@ -203,24 +204,40 @@ impl Registry {
         Ok(self.remember(Resolution::of_task(target.clone(), rx, task, self.metrics.clone())))
     }
 
-    /// The shared EndpointSlice watch of `namespace/service`.
-    fn slice_watch(&self, client: &Client, target: &Target) -> Arc<SliceWatch> {
+    /// The shared EndpointSlice watch of `namespace/service`: one per Service, all of a namespace
+    /// served by that namespace's one watch.
+    fn slice_watch(
+        &self,
+        client: &Client,
+        target: &Target,
+    ) -> (Arc<SliceWatch>, tokio::sync::watch::Receiver<crate::model::EndpointSet>) {
         let key = (target.namespace.clone(), target.service.clone());
         let mut s = self.lock();
         s.slice_watches.retain(|_, w| w.strong_count() > 0);
+        s.namespaces.retain(|_, w| w.strong_count() > 0);
         if let Some(w) = s.slice_watches.get(&key).and_then(Weak::upgrade) {
-            return w;
+            let view = w.view(&target.port);
+            return (w, view);
         }
-        let settings = SliceWatchSettings {
-            timings: self.timings.clone(),
-            family: self.family,
-            allow_loopback: self.cfg.api.allow_loopback,
-            versions: self.versions.clone(),
-            metrics: self.metrics.clone(),
+        let ns = match s.namespaces.get(&target.namespace).and_then(Weak::upgrade) {
+            Some(ns) => ns,
+            None => {
+                let settings = SliceWatchSettings {
+                    timings: self.timings.clone(),
+                    family: self.family,
+                    allow_loopback: self.cfg.api.allow_loopback,
+                    versions: self.versions.clone(),
+                    metrics: self.metrics.clone(),
+                };
+                let ns = NamespaceSlices::start(client.clone(), &target.namespace, settings);
+                s.namespaces.insert(target.namespace.clone(), Arc::downgrade(&ns));
+                ns
+            }
         };
-        let w = Arc::new(SliceWatch::start(client.clone(), &target.namespace, &target.service, settings));
+        let (w, view) = ns.follow(&target.service, &target.port);
+        let w = Arc::new(w);
         s.slice_watches.insert(key, Arc::downgrade(&w));
-        w
+        (w, view)
     }
 
     pub(crate) async fn api_resolution(&self, target: &Target) -> Arc<Resolution> {
@@ -229,8 +246,7 @@ impl Registry {
         }
         let (slices, view, failed_api) = match &self.client {
             Ok(client) => {
-                let w = self.slice_watch(client, target);
-                let view = w.view(&target.port);
+                let (w, view) = self.slice_watch(client, target);
                 (Some(w), view, None)
             }
             Err(_) => {

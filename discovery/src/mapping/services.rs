@@ -8,16 +8,14 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Client;
-use kube::api::Api;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::listwatch::{Handler, ListWatch, Timings, Watcher};
+use crate::listwatch::{Handler, ListWatch, Scope, Timings, Watcher};
 use crate::metrics::Metrics;
 use crate::model::{PortSpec, TrafficDistribution};
+use crate::wire::{IntOrString, Service};
 
 /// One port of a Service spec.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,14 +42,8 @@ pub(crate) struct ServiceInfo {
 impl ServiceInfo {
     pub(crate) fn from_object(s: &Service) -> Option<Self> {
         let name = s.metadata.name.clone()?;
-        let annotations = s
-            .metadata
-            .annotations
-            .iter()
-            .flatten()
-            .filter(|(k, _)| k.starts_with("dubbo.apache.org/"))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        // Only `dubbo.apache.org/*` annotations are decoded at all.
+        let annotations = s.metadata.annotations.clone();
         let spec = s.spec.as_ref();
         let cluster_ip = spec.and_then(|s| s.cluster_ip.as_deref()).and_then(|ip| ip.parse().ok());
         let ports = spec
@@ -110,6 +102,8 @@ pub(crate) struct ServiceIndex {
     task: Option<JoinHandle<()>>,
     /// A disabled index keeps its sender, so that receivers wait rather than see a closed channel.
     _idle: Option<watch::Sender<IndexState>>,
+    /// The watch's (fixed) selection.
+    _scope: Option<watch::Sender<Option<Scope>>>,
 }
 
 impl Drop for ServiceIndex {
@@ -122,15 +116,23 @@ impl Drop for ServiceIndex {
 
 struct IndexHandler {
     tx: watch::Sender<IndexState>,
+    /// The list being received (replaces the index whole when complete).
+    listing: Option<imbl::OrdMap<String, Arc<ServiceInfo>>>,
 }
 
 impl Handler<Service> for IndexHandler {
-    fn reset(&mut self, items: Vec<Service>) {
-        let services = items
-            .iter()
-            .filter_map(ServiceInfo::from_object)
-            .map(|i| (i.name.clone(), Arc::new(i)))
-            .collect::<imbl::OrdMap<_, _>>();
+    fn begin_list(&mut self, _scope: &Scope) {
+        self.listing = Some(imbl::OrdMap::new());
+    }
+
+    fn list_item(&mut self, item: Service) {
+        if let (Some(list), Some(info)) = (self.listing.as_mut(), ServiceInfo::from_object(&item)) {
+            list.insert(info.name.clone(), Arc::new(info));
+        }
+    }
+
+    fn end_list(&mut self) {
+        let services = self.listing.take().unwrap_or_default();
         self.tx.send_modify(|s| {
             s.services = services;
             s.loaded = true;
@@ -181,22 +183,27 @@ impl ServiceIndex {
         let (tx, rx) = watch::channel(IndexState::default());
         let what = format!("services {namespace}");
         let restarts = metrics.restarts("services");
+        // Every Service of the namespace, for as long as the index lives.
+        let (scope_tx, scope) = watch::channel(Some(Scope::default()));
         let lw = ListWatch {
             kind: "services",
-            api: Api::<Service>::namespaced(client, namespace),
-            selector: None,
+            client,
+            path: format!("/api/v1/namespaces/{namespace}/services"),
+            scope,
             timings,
             what: what.clone(),
             metrics,
+            _kind: std::marker::PhantomData,
         };
-        let task = crate::task::spawn("services", what, restarts, Watcher { lw, handler: IndexHandler { tx } });
-        ServiceIndex { rx, task: Some(task), _idle: None }
+        let handler = IndexHandler { tx, listing: None };
+        let task = crate::task::spawn("services", what, restarts, Watcher { lw, handler });
+        ServiceIndex { rx, task: Some(task), _idle: None, _scope: Some(scope_tx) }
     }
 
     /// An index that never answers, for when Services may not be read.
     pub(crate) fn disabled(why: String) -> Self {
         let (tx, rx) = watch::channel(IndexState { loaded: true, disabled: Some(why), ..IndexState::default() });
-        ServiceIndex { rx, task: None, _idle: Some(tx) }
+        ServiceIndex { rx, task: None, _idle: Some(tx), _scope: None }
     }
 
     pub(crate) fn watch(&self) -> watch::Receiver<IndexState> {
