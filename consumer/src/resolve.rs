@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use discovery::{Delta, Endpoint, EndpointSet, ServiceWatch, Update};
 
-fn dash(o: &Option<String>) -> &str {
+fn dash(o: &Option<std::sync::Arc<str>>) -> &str {
     o.as_deref().unwrap_or("-")
 }
 

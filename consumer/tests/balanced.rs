@@ -544,7 +544,8 @@ async fn hints_keep_calls_in_the_clients_zone_with_safeguards() {
     assert!(g.balanced().stats().calls_by_zone.get("zone-b (remote)").copied().unwrap_or(0) > 0);
 
     // Safeguard: hints missing on some endpoints → no zone preference at all.
-    let pod = PodEndpoint::ready("127.0.0.1", "a9").located("node-zone-a", "zone-a");
+    // Another address (never called: the mode alone is checked), so that it is not the same key as b1.
+    let pod = PodEndpoint::ready("127.0.0.9", "a9").located("node-zone-a", "zone-a");
     z.api.apply_slice(
         "demo",
         endpoint_slice("s-a9", "greeter-service", "IPv4", &[("tri", z.servers[2].addr.port())], &[pod]),

@@ -30,6 +30,16 @@ impl MetricConstructor<Histogram> for DnsBuckets {
     }
 }
 
+/// Buckets from 5 ms to ~82 s for the propagation of an EndpointSlice change.
+#[derive(Clone, Copy, Debug)]
+struct PropagationBuckets;
+
+impl PropagationBuckets {
+    fn histogram() -> Histogram {
+        Histogram::new(exponential_buckets(0.005, 2.0, 15))
+    }
+}
+
 /// Every metric the crate records.
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -46,6 +56,9 @@ pub struct Metrics {
     mapping_warnings: Family<Labels, Counter>,
     retargets: Family<Labels, Counter>,
     task_restarts: Family<Labels, Counter>,
+    propagation: Histogram,
+    propagation_last: Family<Labels, Gauge<f64, AtomicU64>>,
+    propagation_count: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -64,6 +77,9 @@ impl Default for Metrics {
             mapping_warnings: Family::default(),
             retargets: Family::default(),
             task_restarts: Family::default(),
+            propagation: PropagationBuckets::histogram(),
+            propagation_last: Family::default(),
+            propagation_count: Family::default(),
         }
     }
 }
@@ -106,7 +122,32 @@ impl Metrics {
             "Background tasks restarted after a panic, by task (what they publish was marked stale meanwhile)",
             m.task_restarts.clone(),
         );
+        r.register(
+            "endpoints_propagation_seconds",
+            "From an EndpointSlice change's endpoints.kubernetes.io/last-change-trigger-time (set by the \
+             EndpointSlice controller) to the publish of the snapshot holding it (API mode)",
+            m.propagation.clone(),
+        );
+        r.register(
+            "endpoints_propagation_last_seconds",
+            "The latest such delay, by Service (namespace/name)",
+            m.propagation_last.clone(),
+        );
         m
+    }
+
+    pub(crate) fn propagation(&self, service: &str, seconds: f64) {
+        self.propagation.observe(seconds);
+        let l = labels(&[("service", service)]);
+        self.propagation_last.get_or_create(&l).set(seconds);
+        self.propagation_count.get_or_create(&l).inc();
+    }
+
+    /// Changes of `service` (`namespace/name`) measured so far, and the latest delay in seconds, from
+    /// the controller's trigger time to the snapshot (see `discovery_endpoints_propagation_seconds`).
+    pub fn propagation_last(&self, service: &str) -> (u64, f64) {
+        let l = labels(&[("service", service)]);
+        (self.propagation_count.get_or_create(&l).get(), self.propagation_last.get_or_create(&l).get())
     }
 
     pub(crate) fn published(&self, k8s_service: &str, set: &EndpointSet) {

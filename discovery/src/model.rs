@@ -237,27 +237,35 @@ impl fmt::Display for EndpointKey {
 }
 
 /// One provider instance.
+///
+/// Strings are shared, not copied: node, zone and hint names are interned per Service watch (a
+/// thousand pods on ten nodes hold ten node names), and the published sets, the tables behind them
+/// and the clients hold the same `Arc<Endpoint>`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct Endpoint {
     /// Address and port that speak Triple.
     pub addr: SocketAddr,
     /// Pod name (API mode: `targetRef.name`), the DNS target, or the configured host name.
-    pub name: Option<String>,
+    pub name: Option<Arc<str>>,
     /// Node the pod runs on (API mode).
-    pub node: Option<String>,
+    pub node: Option<Arc<str>>,
     /// Zone of the pod (API mode: the slice's `zone`).
-    pub zone: Option<String>,
+    pub zone: Option<Arc<str>>,
     /// Zones this endpoint should serve (`hints.forZones` of the slice), when the Service is
     /// topology-aware; `None` when the endpoint carries no hints.
-    pub zone_hints: Option<Vec<String>>,
+    pub zone_hints: Option<Arc<[Arc<str>]>>,
     /// Nodes this endpoint should serve (`hints.forNodes`, for `trafficDistribution:
     /// PreferSameNode`); `None` when the endpoint carries no such hints.
-    pub node_hints: Option<Vec<String>>,
+    pub node_hints: Option<Arc<[Arc<str>]>>,
     /// Relative share of traffic (SRV weight; 1 otherwise). Zero is treated as the smallest share.
     pub weight: u32,
     /// Conditions.
     pub conditions: Conditions,
+    /// Which pod this is, hashed (API mode; 0 elsewhere): the slice table's identity of a pod across
+    /// slices, kept here so the table needs no second map from address to pod.
+    #[serde(skip)]
+    pub(crate) member: u64,
 }
 
 impl Endpoint {
@@ -272,6 +280,7 @@ impl Endpoint {
             node_hints: None,
             weight: 1,
             conditions: Conditions::READY,
+            member: 0,
         }
     }
 
@@ -519,19 +528,55 @@ impl EndpointSet {
         to: u64,
         changes: impl IntoIterator<Item = (EndpointKey, Option<Arc<Endpoint>>)>,
     ) -> Delta {
+        let mut writes = Vec::new();
+        let delta = self.account(to, changes, |key, next| writes.push((key, next)));
+        for (key, next) in writes {
+            match next {
+                Some(e) => {
+                    self.endpoints.insert(key, e);
+                }
+                None => {
+                    self.endpoints.remove(&key);
+                }
+            }
+        }
+        delta
+    }
+
+    /// Like [`EndpointSet::apply`], but the endpoints after the changes are `content`, which the
+    /// caller keeps in step with them (a slice table's map, a followed set's): shared, not copied.
+    pub(crate) fn adopt(
+        &mut self,
+        to: u64,
+        changes: impl IntoIterator<Item = (EndpointKey, Option<Arc<Endpoint>>)>,
+        content: &imbl::OrdMap<EndpointKey, Arc<Endpoint>>,
+    ) -> Delta {
+        let delta = self.account(to, changes, |_, _| {});
+        self.endpoints = content.clone();
+        debug_assert_eq!(self.endpoints.len(), self.counts.ready + self.counts.serving_terminating + self.counts.other);
+        delta
+    }
+
+    /// The delta and counts of `changes` against the current endpoints; `write` applies each.
+    fn account(
+        &mut self,
+        to: u64,
+        changes: impl IntoIterator<Item = (EndpointKey, Option<Arc<Endpoint>>)>,
+        mut write: impl FnMut(EndpointKey, Option<Arc<Endpoint>>),
+    ) -> Delta {
         let mut delta = Delta { from: self.version, to, ..Delta::default() };
         for (key, next) in changes {
             match (self.endpoints.get(&key).cloned(), next) {
                 (None, None) => {}
                 (Some(old), None) => {
-                    self.endpoints.remove(&key);
                     self.counts.add(old.conditions, -1);
                     delta.removed.push(key);
+                    write(key, None);
                 }
                 (None, Some(new)) => {
                     self.counts.add(new.conditions, 1);
-                    self.endpoints.insert(key, new.clone());
-                    delta.added.push(new);
+                    delta.added.push(new.clone());
+                    write(key, Some(new));
                 }
                 (Some(old), Some(new)) => {
                     if Arc::ptr_eq(&old, &new) || *old == *new {
@@ -539,14 +584,19 @@ impl EndpointSet {
                     }
                     self.counts.add(old.conditions, -1);
                     self.counts.add(new.conditions, 1);
-                    self.endpoints.insert(key, new.clone());
-                    delta.updated.push(new);
+                    delta.updated.push(new.clone());
+                    write(key, Some(new));
                 }
             }
         }
         self.version = to;
         self.published_at = SystemTime::now();
         delta
+    }
+
+    /// The endpoints by key (shared structure).
+    pub(crate) fn content(&self) -> &imbl::OrdMap<EndpointKey, Arc<Endpoint>> {
+        &self.endpoints
     }
 
     /// The changes that turn this set's endpoints into `next`'s (O(n); for source switches and

@@ -94,10 +94,43 @@ impl Publisher {
         true
     }
 
-    /// Replaces the whole content with `endpoints` (an O(n) diff: for re-lists and source switches).
+    /// Like [`Publisher::publish`], when the content after `changes` is `content` (kept in step by
+    /// the caller): the published set shares it instead of copying it.
+    pub(crate) fn publish_shared(
+        &mut self,
+        changes: Vec<(EndpointKey, Option<Arc<Endpoint>>)>,
+        content: &imbl::OrdMap<EndpointKey, Arc<Endpoint>>,
+        meta: Meta,
+    ) -> bool {
+        let meta_changed = self.meta() != meta;
+        if changes.is_empty() && !meta_changed {
+            return false;
+        }
+        let mut next = self.state.clone();
+        let delta = next.adopt(self.versions.next(), changes, content);
+        if delta.is_empty() && !meta_changed {
+            return false;
+        }
+        next.source = meta.source;
+        next.freshness = meta.freshness;
+        next.pending = meta.pending;
+        next.traffic = meta.traffic;
+        next.remember(delta);
+        self.state = next;
+        self.tx.send_replace(self.state.clone());
+        true
+    }
+
+    /// Replaces the whole content with `endpoints`' (an O(n) diff: for re-lists and source
+    /// switches), sharing its structure.
     pub(crate) fn replace(&mut self, endpoints: &EndpointSet, meta: Meta) -> bool {
-        let changes = self.state.changes_to(endpoints.iter());
-        self.publish(changes, meta)
+        self.replace_content(endpoints.content(), meta)
+    }
+
+    /// Replaces the whole content with `content` (an O(n) diff), sharing its structure.
+    pub(crate) fn replace_content(&mut self, content: &imbl::OrdMap<EndpointKey, Arc<Endpoint>>, meta: Meta) -> bool {
+        let changes = self.state.changes_to(content.values());
+        self.publish_shared(changes, content, meta)
     }
 
     fn meta(&self) -> Meta {
@@ -127,8 +160,9 @@ impl Follower {
             _ => None,
         };
         self.last = Some((which, set.version));
+        // Either way the content becomes `set`'s, which it then shares.
         match deltas {
-            Some(ds) => self.publisher.publish(flatten(&ds), meta),
+            Some(ds) => self.publisher.publish_shared(flatten(&ds), set.content(), meta),
             None => self.publisher.replace(set, meta),
         }
     }

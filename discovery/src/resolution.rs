@@ -293,7 +293,7 @@ impl ApiFailover {
                 Some(addr) => {
                     let one = EndpointSet::of(
                         Source::Vip,
-                        [Endpoint { name: Some(self.target.service.clone()), ..Endpoint::new(addr) }],
+                        [Endpoint { name: Some(Arc::from(self.target.service.as_str())), ..Endpoint::new(addr) }],
                     );
                     out.replace(&one, Meta { source: Source::Vip, freshness: d.freshness, pending: false, traffic })
                 }

@@ -114,8 +114,7 @@ async fn relists_on_410_during_a_watch_with_an_atomic_swap() {
     assert!(sizes.iter().all(|n| *n == 3 || *n == 5), "no half-empty set was published: {sizes:?}");
     // The 410 and the ADDED event race on the wire; either way the client lists again.
     let relisted = tokio::time::timeout(Duration::from_secs(5), async {
-        while api.lists() == lists_before || metrics.watch_restarts("endpointslices demo/greeter-service", "gone") == 0
-        {
+        while api.lists() == lists_before || metrics.watch_restarts("endpointslices demo", "gone") == 0 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })

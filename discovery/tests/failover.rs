@@ -144,7 +144,7 @@ async fn a_silent_watch_is_restarted_and_the_change_it_hid_is_seen() {
     apply(&api, "greeter-service-a", "greeter-service", &pods("greeter", 1, 2));
     let s = wait_for(&d, 10, "the change, found by the re-list", |s| s.len() == 2).await;
     assert_eq!(s.source(), Source::Api);
-    assert!(metrics.watch_restarts("endpointslices demo/greeter-service", "idle") >= 1);
+    assert!(metrics.watch_restarts("endpointslices demo", "idle") >= 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

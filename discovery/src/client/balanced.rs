@@ -130,7 +130,7 @@ impl Balanced {
                 .iter()
                 .map(|m| MemberDebug {
                     endpoint: m.key.to_string(),
-                    zone: m.endpoint.load().zone.clone(),
+                    zone: m.endpoint.load().zone.as_deref().map(str::to_owned),
                     local: members.tiers.first().is_some_and(|t| t.iter().any(|l| l.key == m.key)),
                     in_flight: m.in_flight.load(Ordering::Relaxed),
                     calls: m.calls.load(Ordering::Relaxed),

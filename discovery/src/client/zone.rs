@@ -77,8 +77,9 @@ pub(crate) fn classify(
 fn node_tier(node: &str, endpoints: &[&Arc<Endpoint>]) -> (Vec<usize>, Option<ZoneMode>) {
     let hinted = endpoints.iter().filter(|e| e.node_hints.is_some()).count();
     let (tier, mode): (Vec<usize>, ZoneMode) = if hinted == endpoints.len() && hinted > 0 {
-        let tier =
-            (0..endpoints.len()).filter(|i| endpoints[*i].node_hints.iter().flatten().any(|n| n == node)).collect();
+        let tier = (0..endpoints.len())
+            .filter(|i| endpoints[*i].node_hints.as_deref().unwrap_or_default().iter().any(|n| &**n == node))
+            .collect();
         (tier, ZoneMode::NodeHints)
     } else if hinted == 0 {
         let tier = (0..endpoints.len()).filter(|i| endpoints[*i].node.as_deref() == Some(node)).collect();
@@ -96,7 +97,9 @@ fn zone_tier(zone: &str, endpoints: &[&Arc<Endpoint>], traffic: TrafficDistribut
             let why = format!("hints missing on {} of {} endpoints", endpoints.len() - hinted, endpoints.len());
             return (Vec::new(), why);
         }
-        (0..endpoints.len()).filter(|i| endpoints[*i].zone_hints.iter().flatten().any(|z| z == zone)).collect()
+        (0..endpoints.len())
+            .filter(|i| endpoints[*i].zone_hints.as_deref().unwrap_or_default().iter().any(|z| &**z == zone))
+            .collect()
     } else if traffic != TrafficDistribution::Any {
         (0..endpoints.len()).filter(|i| endpoints[*i].zone.as_deref() == Some(zone)).collect()
     } else {
@@ -116,8 +119,8 @@ mod tests {
     fn ep(last: u8, zone: &str, hints: Option<&[&str]>) -> Arc<Endpoint> {
         Arc::new(Endpoint {
             zone: Some(zone.into()),
-            node: Some(format!("node-{last}")),
-            zone_hints: hints.map(|h| h.iter().map(|z| (*z).to_owned()).collect()),
+            node: Some(format!("node-{last}").into()),
+            zone_hints: hints.map(|h| h.iter().map(|z| std::sync::Arc::<str>::from(*z)).collect()),
             ..Endpoint::new(SocketAddr::from(([10, 0, 0, last], 1)))
         })
     }
@@ -172,7 +175,7 @@ mod tests {
     fn node_hints_are_used_when_every_endpoint_has_them() {
         let hinted = |last: u8, zone: &str, nodes: &[&str]| {
             let mut e = (*ep(last, zone, None)).clone();
-            e.node_hints = Some(nodes.iter().map(|n| (*n).to_owned()).collect());
+            e.node_hints = Some(nodes.iter().map(|n| std::sync::Arc::<str>::from(*n)).collect());
             Arc::new(e)
         };
         let eps = [hinted(1, "a", &["node-1", "node-7"]), hinted(2, "a", &["node-2"])];

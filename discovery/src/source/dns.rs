@@ -239,7 +239,7 @@ async fn srv_answer(resolver: &TokioResolver, lookup: &Lookup, fqdn: &str) -> Re
                 ips = found;
                 partial.extend(failures);
             }
-            let name = target.trim_end_matches('.').to_owned();
+            let name: std::sync::Arc<str> = std::sync::Arc::from(target.trim_end_matches('.'));
             for ip in ips {
                 let mut e = Endpoint::new(SocketAddr::new(ip, port));
                 e.name = Some(name.clone());

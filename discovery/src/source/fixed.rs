@@ -80,7 +80,7 @@ impl crate::task::Supervised for StaticLoop {
             self.resolve().await;
             let endpoints = self.entries.iter().flat_map(|entry| {
                 let name = match &entry.host {
-                    Host::Name(n) => Some(n.clone()),
+                    Host::Name(n) => Some(std::sync::Arc::<str>::from(n.as_str())),
                     Host::Ip(_) => None,
                 };
                 self.resolved

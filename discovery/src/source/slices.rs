@@ -1,27 +1,29 @@
-//! EndpointSlices → one endpoint table, incrementally.
+//! EndpointSlices → one endpoint table, incrementally, each endpoint held once.
 //!
 //! A Service has many slices (≤ 100 endpoints each by default, one set per address family on
 //! dual-stack clusters), and during a controller update the same pod may sit in two slices. The
 //! table is kept in two levels so that one slice event costs O(that slice + what changed), never
 //! O(every endpoint of the Service):
 //!
-//! 1. **per pod** (`targetRef`, else the address): the contributions of every slice that lists it;
-//!    the one chosen is of the preferred address family ([`FamilyPolicy`]), then the best
-//!    conditions (ready > serving > neither), then the smallest slice name. A dual-stack pod is one
-//!    endpoint, not two.
-//! 2. **per address:port**: the pods whose chosen endpoint has that key (normally one); the best
-//!    conditions win.
+//! 1. **per pod** (`targetRef`, else the address; hashed to a `u64`): the contribution of every
+//!    slice that lists it; the one chosen is of the preferred address family ([`FamilyPolicy`]),
+//!    then the best conditions (ready > serving > neither), then the smaller address. A dual-stack
+//!    pod is one endpoint, not two.
+//! 2. **per address:port**: the chosen endpoints, in the persistent map the published set shares
+//!    (cloning it is O(1)); the rare address claimed by two pods is kept aside with every claim.
 //!
+//! Memory: an endpoint is one `Arc<Endpoint>` (its node, zone and hint names interned), one entry
+//! of the per-pod map and one of the persistent map; a slice keeps only the list of its pods.
 //! Changes accumulate until [`SliceTable::commit`], which returns the final state of every touched
 //! key: a re-list applies many slices and commits once (an atomic swap, no half set is published).
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, RandomState};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use std::sync::{Arc, OnceLock};
 
 use crate::model::{Conditions, Endpoint, EndpointKey, PortSpec};
+use crate::wire;
 
 /// An address family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -72,21 +74,58 @@ impl Skip {
     }
 }
 
-/// One endpoint of a slice, independent of which port is wanted.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) struct SliceEndpoint {
-    pub ip: IpAddr,
-    /// The pod's identity across slices: `targetRef` uid, else its kind/namespace/name, else the IP.
-    pub member: Arc<str>,
-    pub name: Option<String>,
-    pub node: Option<String>,
-    pub zone: Option<String>,
-    pub zone_hints: Option<Vec<String>>,
-    pub node_hints: Option<Vec<String>>,
-    pub conditions: Conditions,
+/// Interns the strings many endpoints share: node and zone names, hint lists.
+#[derive(Debug, Default)]
+pub(crate) struct Interner {
+    strs: HashSet<Arc<str>>,
+    lists: HashSet<Arc<[Arc<str>]>>,
 }
 
-/// A slice reduced to what discovery uses.
+impl Interner {
+    pub(crate) fn str(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.strs.get(s) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(s);
+        self.strs.insert(a.clone());
+        a
+    }
+
+    fn list(&mut self, names: &[wire::Named]) -> Arc<[Arc<str>]> {
+        let v: Vec<Arc<str>> = names.iter().map(|n| self.str(&n.name)).collect();
+        if let Some(a) = self.lists.get(&v[..]) {
+            return a.clone();
+        }
+        let a: Arc<[Arc<str>]> = Arc::from(v);
+        self.lists.insert(a.clone());
+        a
+    }
+
+    /// Forgets what nothing else holds any more (nodes and zones gone from the cluster).
+    pub(crate) fn prune(&mut self) {
+        self.lists.retain(|a| Arc::strong_count(a) > 1);
+        self.strs.retain(|a| Arc::strong_count(a) > 1);
+    }
+}
+
+/// The pod identity of an endpoint, hashed: `targetRef` uid, else its kind/namespace/name, else
+/// the address. One hasher per process (random keys), so every table agrees; two pods collide with
+/// probability 2^-64 per pair.
+fn member_of(ep: &wire::SliceEndpoint, address: &str) -> u64 {
+    static HASHER: OnceLock<RandomState> = OnceLock::new();
+    let h = HASHER.get_or_init(RandomState::new);
+    match &ep.target_ref {
+        Some(r) => match (&r.uid, &r.name) {
+            (Some(uid), _) if !uid.is_empty() => h.hash_one(("uid", uid)),
+            (_, Some(n)) => h.hash_one(("ref", r.kind.as_deref(), r.namespace.as_deref(), n)),
+            _ => h.hash_one(("ip", address)),
+        },
+        None => h.hash_one(("ip", address)),
+    }
+}
+
+/// A slice reduced to what discovery uses; endpoints are ready to be published but for the port,
+/// which each view resolves.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct ParsedSlice {
     pub name: Arc<str>,
@@ -94,7 +133,8 @@ pub(crate) struct ParsedSlice {
     pub family: Option<Family>,
     /// `(name, number)`; unnamed ports have an empty name, missing numbers are `None`.
     pub ports: Vec<(String, Option<i32>)>,
-    pub endpoints: Vec<SliceEndpoint>,
+    /// Port 0 in each address, set by the view.
+    pub endpoints: Vec<Endpoint>,
     /// What was left out while parsing, with one example each.
     pub skipped: Vec<(Skip, usize, String)>,
 }
@@ -108,7 +148,7 @@ fn note(skipped: &mut Vec<(Skip, usize, String)>, why: Skip, example: &str) {
 
 impl ParsedSlice {
     /// Parses a slice; never fails: what cannot be used is counted in `skipped`.
-    pub(crate) fn parse(slice: &EndpointSlice, allow_loopback: bool) -> Self {
+    pub(crate) fn parse(slice: &wire::Slice, allow_loopback: bool, interner: &mut Interner) -> Self {
         let name: Arc<str> = Arc::from(slice.metadata.name.as_deref().unwrap_or(""));
         let mut skipped = Vec::new();
         let family = match slice.address_type.as_str() {
@@ -123,59 +163,10 @@ impl ParsedSlice {
             slice.ports.iter().flatten().map(|p| (p.name.clone().unwrap_or_default(), p.port)).collect::<Vec<_>>();
         let mut endpoints = Vec::new();
         if let Some(family) = family {
-            for ep in &slice.endpoints {
-                // The API calls the further addresses of one endpoint fungible: the first is used.
-                let Some(text) = ep.addresses.first() else {
-                    note(&mut skipped, Skip::NoAddress, "");
-                    continue;
-                };
-                let ip = match text.parse::<IpAddr>() {
-                    Ok(ip) if family_of(ip) == family => ip,
-                    _ => {
-                        note(&mut skipped, Skip::InvalidAddress, text);
-                        continue;
-                    }
-                };
-                if ip.is_loopback() && !allow_loopback {
-                    note(&mut skipped, Skip::Loopback, text);
-                    continue;
+            for ep in slice.endpoints.iter().flatten() {
+                if let Some(e) = parse_endpoint(ep, family, allow_loopback, interner, &mut skipped) {
+                    endpoints.push(e);
                 }
-                let member: Arc<str> = match &ep.target_ref {
-                    Some(r) => match (&r.uid, &r.name) {
-                        (Some(uid), _) if !uid.is_empty() => Arc::from(uid.as_str()),
-                        (_, Some(n)) => Arc::from(format!(
-                            "{}/{}/{}",
-                            r.kind.as_deref().unwrap_or(""),
-                            r.namespace.as_deref().unwrap_or(""),
-                            n
-                        )),
-                        _ => Arc::from(text.as_str()),
-                    },
-                    None => Arc::from(text.as_str()),
-                };
-                let c = ep.conditions.as_ref();
-                endpoints.push(SliceEndpoint {
-                    ip,
-                    member,
-                    name: ep.target_ref.as_ref().and_then(|r| r.name.clone()).or_else(|| ep.hostname.clone()),
-                    node: ep.node_name.clone(),
-                    zone: ep.zone.clone(),
-                    zone_hints: ep
-                        .hints
-                        .as_ref()
-                        .and_then(|h| h.for_zones.as_ref())
-                        .map(|z| z.iter().map(|z| z.name.clone()).collect()),
-                    node_hints: ep
-                        .hints
-                        .as_ref()
-                        .and_then(|h| h.for_nodes.as_ref())
-                        .map(|n| n.iter().map(|n| n.name.clone()).collect()),
-                    conditions: Conditions::from_api(
-                        c.and_then(|c| c.ready),
-                        c.and_then(|c| c.serving),
-                        c.and_then(|c| c.terminating),
-                    ),
-                });
             }
         }
         ParsedSlice { name, family, ports, endpoints, skipped }
@@ -192,19 +183,111 @@ impl ParsedSlice {
     }
 }
 
+fn parse_endpoint(
+    ep: &wire::SliceEndpoint,
+    family: Family,
+    allow_loopback: bool,
+    interner: &mut Interner,
+    skipped: &mut Vec<(Skip, usize, String)>,
+) -> Option<Endpoint> {
+    // The API calls the further addresses of one endpoint fungible: the first is used.
+    let Some(text) = ep.addresses.first() else {
+        note(skipped, Skip::NoAddress, "");
+        return None;
+    };
+    let ip = match text.parse::<IpAddr>() {
+        Ok(ip) if family_of(ip) == family => ip,
+        _ => {
+            note(skipped, Skip::InvalidAddress, text);
+            return None;
+        }
+    };
+    if ip.is_loopback() && !allow_loopback {
+        note(skipped, Skip::Loopback, text);
+        return None;
+    }
+    let c = ep.conditions.unwrap_or_default();
+    let hints = ep.hints.as_ref();
+    let name = ep.target_ref.as_ref().and_then(|r| r.name.as_deref()).or(ep.hostname.as_deref());
+    Some(Endpoint {
+        addr: SocketAddr::new(ip, 0),
+        name: name.map(Arc::from),
+        node: ep.node_name.as_deref().map(|n| interner.str(n)),
+        zone: ep.zone.as_deref().map(|z| interner.str(z)),
+        zone_hints: hints.and_then(|h| h.for_zones.as_deref()).map(|z| interner.list(z)),
+        node_hints: hints.and_then(|h| h.for_nodes.as_deref()).map(|n| interner.list(n)),
+        weight: 1,
+        conditions: Conditions::from_api(c.ready, c.serving, c.terminating),
+        member: member_of(ep, text),
+    })
+}
+
 fn family_of(ip: IpAddr) -> Family {
     if ip.is_ipv4() { Family::V4 } else { Family::V6 }
 }
 
-type Contribution = (Arc<str>, Arc<Endpoint>, Family);
-/// `(member, endpoint)`: a pod whose chosen endpoint has a given key.
-type Claim = (Arc<str>, Arc<Endpoint>);
+/// `(slice id, family, endpoint)`: what one slice says about one pod.
+type Contribution = (u32, Family, Arc<Endpoint>);
 
-#[derive(Debug, Default)]
-struct MemberEntry {
-    /// `(slice, endpoint, family)` for every slice listing this pod.
-    from: Vec<Contribution>,
-    chosen: Option<Arc<Endpoint>>,
+/// A pod's contributions: nearly always one slice lists it.
+#[derive(Debug)]
+enum Contribs {
+    One(Contribution),
+    Many(Vec<Contribution>),
+}
+
+impl Contribs {
+    fn as_slice(&self) -> &[Contribution] {
+        match self {
+            Contribs::One(c) => std::slice::from_ref(c),
+            Contribs::Many(v) => v,
+        }
+    }
+
+    /// Puts `c` in place of the same slice's contribution, or adds it.
+    fn put(&mut self, c: Contribution) {
+        match self {
+            Contribs::One(old) if old.0 == c.0 => *old = c,
+            Contribs::One(old) => {
+                let first = old.clone();
+                *self = Contribs::Many(vec![first, c]);
+            }
+            Contribs::Many(v) => match v.iter_mut().find(|o| o.0 == c.0) {
+                Some(o) => *o = c,
+                None => v.push(c),
+            },
+        }
+    }
+
+    /// Removes slice `id`'s contribution; `true` when none is left.
+    fn remove(&mut self, id: u32) -> bool {
+        let only = match self {
+            Contribs::One(old) => return old.0 == id,
+            Contribs::Many(v) => {
+                v.retain(|o| o.0 != id);
+                match v.len() {
+                    0 => return true,
+                    1 => v.pop(),
+                    _ => None,
+                }
+            }
+        };
+        if let Some(only) = only {
+            *self = Contribs::One(only);
+        }
+        false
+    }
+
+    fn of_slice(&self, id: u32) -> Option<&Arc<Endpoint>> {
+        self.as_slice().iter().find(|c| c.0 == id).map(|c| &c.2)
+    }
+}
+
+/// A slice in the table: its id and the pods it lists.
+#[derive(Debug)]
+struct SliceEntry {
+    id: u32,
+    members: Vec<u64>,
 }
 
 /// The merged table of one Service for one wanted port.
@@ -212,11 +295,13 @@ struct MemberEntry {
 pub(crate) struct SliceTable {
     port: PortSpec,
     family: FamilyPolicy,
-    /// Per slice: `(member, endpoint, family)` it contributes.
-    slices: HashMap<Arc<str>, Vec<Contribution>>,
-    members: HashMap<Arc<str>, MemberEntry>,
-    /// Per key: `(member, endpoint)` of every pod whose chosen endpoint has this key.
-    keys: HashMap<EndpointKey, Vec<Claim>>,
+    slices: HashMap<Arc<str>, SliceEntry>,
+    next_id: u32,
+    members: HashMap<u64, Contribs>,
+    /// The chosen endpoint of every key: the content of the published set, which shares it.
+    chosen: imbl::OrdMap<EndpointKey, Arc<Endpoint>>,
+    /// Keys two or more pods claim (a reused address): every claim; the best is in `chosen`.
+    contested: HashMap<EndpointKey, Vec<Arc<Endpoint>>>,
     /// Keys touched since the last commit.
     touched: HashSet<EndpointKey>,
 }
@@ -227,16 +312,28 @@ impl SliceTable {
             port,
             family,
             slices: HashMap::new(),
+            next_id: 0,
             members: HashMap::new(),
-            keys: HashMap::new(),
+            chosen: imbl::OrdMap::new(),
+            contested: HashMap::new(),
             touched: HashSet::new(),
         }
+    }
+
+    /// The port this table resolves.
+    pub(crate) fn port(&self) -> &PortSpec {
+        &self.port
     }
 
     /// Number of slices held.
     #[cfg(test)]
     pub(crate) fn slices(&self) -> usize {
         self.slices.len()
+    }
+
+    /// The chosen endpoints by key, as of the last change (share it: cloning is O(1)).
+    pub(crate) fn chosen(&self) -> &imbl::OrdMap<EndpointKey, Arc<Endpoint>> {
+        &self.chosen
     }
 
     /// Replaces what `slice` contributes. Returns why the slice contributes nothing, if so.
@@ -246,33 +343,41 @@ impl SliceTable {
             (Some(_), Err(why)) => (Vec::new(), Some(why)),
             (Some(family), Ok(port)) => (contributions(slice, family, port), None),
         };
-        let old = self.slices.remove(&slice.name).unwrap_or_default();
-        let mut kept: HashMap<&str, &Arc<Endpoint>> = HashMap::with_capacity(next.len());
-        for (m, e, _) in &next {
-            kept.insert(m, e);
-        }
-        for (member, endpoint, _) in &old {
-            match kept.get(&**member) {
-                Some(e) if **e == *endpoint => {}
-                _ => self.withdraw(&slice.name, member),
+        let id = match self.slices.get(&slice.name) {
+            Some(entry) => entry.id,
+            None => {
+                self.next_id = self.next_id.wrapping_add(1);
+                self.next_id
+            }
+        };
+        let old = self.slices.remove(&slice.name).map(|e| e.members).unwrap_or_default();
+        let kept: HashMap<u64, &Arc<Endpoint>> = next.iter().map(|(e, _)| (e.member, e)).collect();
+        for member in &old {
+            if !kept.contains_key(member) {
+                self.withdraw(id, *member);
             }
         }
-        let previous: HashMap<&str, &Arc<Endpoint>> = old.iter().map(|(m, e, _)| (&**m, e)).collect();
-        for (member, endpoint, family) in &next {
-            if previous.get(&**member).is_some_and(|e| **e == *endpoint) {
-                continue;
+        let mut members = Vec::with_capacity(next.len());
+        for (endpoint, family) in next {
+            members.push(endpoint.member);
+            let same = self
+                .members
+                .get(&endpoint.member)
+                .and_then(|c| c.of_slice(id))
+                .is_some_and(|e| Arc::ptr_eq(e, &endpoint) || **e == *endpoint);
+            if !same {
+                self.contribute((id, family, endpoint));
             }
-            self.contribute(slice.name.clone(), member.clone(), endpoint.clone(), *family);
         }
-        self.slices.insert(slice.name.clone(), next);
+        self.slices.insert(slice.name.clone(), SliceEntry { id, members });
         problem
     }
 
     /// Removes every contribution of the slice `name`.
     pub(crate) fn delete(&mut self, name: &str) {
         if let Some(old) = self.slices.remove(name) {
-            for (member, _, _) in &old {
-                self.withdraw(name, member);
+            for member in &old.members {
+                self.withdraw(old.id, *member);
             }
         }
     }
@@ -288,88 +393,115 @@ impl SliceTable {
     /// The final state of every key touched since the last commit (`None`: removed).
     pub(crate) fn commit(&mut self) -> Vec<(EndpointKey, Option<Arc<Endpoint>>)> {
         let touched = std::mem::take(&mut self.touched);
-        touched.into_iter().map(|k| (k, self.keys.get(&k).and_then(|from| best_of_key(from)))).collect()
+        touched.into_iter().map(|k| (k, self.chosen.get(&k).cloned())).collect()
     }
 
-    fn contribute(&mut self, slice: Arc<str>, member: Arc<str>, endpoint: Arc<Endpoint>, family: Family) {
-        let entry = self.members.entry(member.clone()).or_default();
-        entry.from.retain(|(s, _, _)| *s != slice);
-        entry.from.push((slice, endpoint, family));
-        self.rechoose(&member);
+    fn contribute(&mut self, c: Contribution) {
+        let member = c.2.member;
+        let before = self.members.get(&member).and_then(|m| choose(m.as_slice(), self.family));
+        match self.members.get_mut(&member) {
+            Some(m) => m.put(c),
+            None => {
+                self.members.insert(member, Contribs::One(c));
+            }
+        }
+        let after = self.members.get(&member).and_then(|m| choose(m.as_slice(), self.family));
+        self.rechosen(before, after);
     }
 
-    fn withdraw(&mut self, slice: &str, member: &Arc<str>) {
-        if let Some(entry) = self.members.get_mut(member) {
-            entry.from.retain(|(s, _, _)| &**s != slice);
-            self.rechoose(member);
+    fn withdraw(&mut self, id: u32, member: u64) {
+        let Some(m) = self.members.get_mut(&member) else { return };
+        let before = choose(m.as_slice(), self.family);
+        let after = if m.remove(id) {
+            self.members.remove(&member);
+            None
+        } else {
+            choose(m.as_slice(), self.family)
+        };
+        self.rechosen(before, after);
+    }
+
+    /// A pod's chosen endpoint went from `before` to `after`: move its claim between keys.
+    fn rechosen(&mut self, before: Option<Arc<Endpoint>>, after: Option<Arc<Endpoint>>) {
+        match (&before, &after) {
+            (Some(a), Some(b)) if Arc::ptr_eq(a, b) => return,
+            (None, None) => return,
+            _ => {}
+        }
+        if let Some(old) = before {
+            self.unclaim(&old);
+        }
+        if let Some(new) = after {
+            self.claim(new);
         }
     }
 
-    /// Recomputes a pod's chosen endpoint and moves it between keys when it changed.
-    fn rechoose(&mut self, member: &Arc<str>) {
-        let Some(entry) = self.members.get_mut(member) else { return };
-        let next = choose(&entry.from, self.family);
-        let same = match (&entry.chosen, &next) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            (None, None) => true,
-            _ => false,
-        };
-        if same {
-            if entry.from.is_empty() {
-                self.members.remove(member);
+    fn claim(&mut self, e: Arc<Endpoint>) {
+        let key = e.key();
+        self.touched.insert(key);
+        if let Some(claims) = self.contested.get_mut(&key) {
+            claims.retain(|c| c.member != e.member);
+            claims.push(e);
+            if let Some(best) = best_claim(claims) {
+                self.chosen.insert(key, best);
             }
             return;
         }
-        let previous = std::mem::replace(&mut entry.chosen, next.clone());
-        if entry.from.is_empty() {
-            self.members.remove(member);
-        }
-        if let Some(old) = previous {
-            let key = old.key();
-            if let Some(from) = self.keys.get_mut(&key) {
-                from.retain(|(m, _)| m != member);
-                if from.is_empty() {
-                    self.keys.remove(&key);
+        match self.chosen.get(&key) {
+            Some(current) if current.member != e.member => {
+                let claims = vec![current.clone(), e];
+                if let Some(best) = best_claim(&claims) {
+                    self.chosen.insert(key, best);
                 }
+                self.contested.insert(key, claims);
             }
-            self.touched.insert(key);
+            _ => {
+                self.chosen.insert(key, e);
+            }
         }
-        if let Some(new) = next {
-            let key = new.key();
-            self.keys.entry(key).or_default().push((member.clone(), new));
-            self.touched.insert(key);
+    }
+
+    fn unclaim(&mut self, e: &Arc<Endpoint>) {
+        let key = e.key();
+        self.touched.insert(key);
+        if let Some(claims) = self.contested.get_mut(&key) {
+            claims.retain(|c| c.member != e.member);
+            match best_claim(claims) {
+                Some(best) => self.chosen.insert(key, best),
+                None => self.chosen.remove(&key),
+            };
+            if claims.len() <= 1 {
+                self.contested.remove(&key);
+            }
+            return;
+        }
+        if self.chosen.get(&key).is_some_and(|c| c.member == e.member) {
+            self.chosen.remove(&key);
         }
     }
 }
 
-/// What a parsed slice contributes for `port`: one endpoint per member (a pod listed twice in one
+/// What a parsed slice contributes for `port`: one endpoint per pod (a pod listed twice in one
 /// slice keeps its best conditions).
-fn contributions(slice: &ParsedSlice, family: Family, port: u16) -> Vec<Contribution> {
-    let mut out: Vec<Contribution> = Vec::with_capacity(slice.endpoints.len());
-    let mut index: HashMap<Arc<str>, usize> = HashMap::with_capacity(slice.endpoints.len());
+fn contributions(slice: &ParsedSlice, family: Family, port: u16) -> Vec<(Arc<Endpoint>, Family)> {
+    let mut out: Vec<(Arc<Endpoint>, Family)> = Vec::with_capacity(slice.endpoints.len());
+    let mut index: HashMap<u64, usize> = HashMap::with_capacity(slice.endpoints.len());
     for e in &slice.endpoints {
-        let endpoint = Arc::new(Endpoint {
-            addr: SocketAddr::new(e.ip, port),
-            name: e.name.clone(),
-            node: e.node.clone(),
-            zone: e.zone.clone(),
-            zone_hints: e.zone_hints.clone(),
-            node_hints: e.node_hints.clone(),
-            weight: 1,
-            conditions: e.conditions,
-        });
+        let endpoint = Arc::new(Endpoint { addr: SocketAddr::new(e.addr.ip(), port), ..e.clone() });
         match index.get(&e.member) {
-            Some(&i) if out[i].1.conditions.rank() >= endpoint.conditions.rank() => {}
-            Some(&i) => out[i].1 = endpoint,
+            Some(&i) if better(&out[i].0, &endpoint).is_ge() => {}
+            Some(&i) => out[i].0 = endpoint,
             None => {
-                index.insert(e.member.clone(), out.len());
-                out.push((e.member.clone(), endpoint, family));
+                index.insert(e.member, out.len());
+                out.push((endpoint, family));
             }
         }
     }
     out
 }
 
+/// The pod's endpoint: of the preferred family, then the best conditions, then the smaller address
+/// (a rule that does not depend on the order slices arrived in).
 fn choose(from: &[Contribution], policy: FamilyPolicy) -> Option<Arc<Endpoint>> {
     let allowed = |f: Family| match policy {
         FamilyPolicy::Only(only) => f == only,
@@ -380,17 +512,29 @@ fn choose(from: &[Contribution], policy: FamilyPolicy) -> Option<Arc<Endpoint>> 
         FamilyPolicy::Prefer(p) => f == p,
     };
     from.iter()
-        .filter(|(_, _, f)| allowed(*f))
-        .max_by(|(sa, a, fa), (sb, b, fb)| {
-            preferred(*fa).cmp(&preferred(*fb)).then(a.conditions.rank().cmp(&b.conditions.rank())).then(sb.cmp(sa)) // the smaller slice name wins a tie
-        })
-        .map(|(_, e, _)| e.clone())
+        .filter(|(_, f, _)| allowed(*f))
+        .max_by(|(_, fa, a), (_, fb, b)| preferred(*fa).cmp(&preferred(*fb)).then_with(|| better(a, b)))
+        .map(|(_, _, e)| e.clone())
 }
 
-fn best_of_key(from: &[Claim]) -> Option<Arc<Endpoint>> {
-    from.iter()
-        .max_by(|(ma, a), (mb, b)| a.conditions.rank().cmp(&b.conditions.rank()).then(mb.cmp(ma)))
-        .map(|(_, e)| e.clone())
+/// A total order of two endpoints, greater is better: the conditions (ready, serving, not
+/// terminating), then the smaller address, then the rest of the content. Total, so the choice never
+/// depends on the order the slices arrived in.
+fn better(a: &Endpoint, b: &Endpoint) -> std::cmp::Ordering {
+    let c = |e: &Endpoint| (e.conditions.rank(), e.conditions.serving, !e.conditions.terminating);
+    c(a).cmp(&c(b))
+        .then_with(|| b.addr.cmp(&a.addr))
+        .then_with(|| b.name.cmp(&a.name))
+        .then_with(|| b.node.cmp(&a.node))
+        .then_with(|| b.zone.cmp(&a.zone))
+        .then_with(|| b.zone_hints.cmp(&a.zone_hints))
+        .then_with(|| b.node_hints.cmp(&a.node_hints))
+        .then_with(|| b.weight.cmp(&a.weight))
+}
+
+/// Of the pods claiming one address, the better endpoint, then the smaller pod id.
+fn best_claim(claims: &[Arc<Endpoint>]) -> Option<Arc<Endpoint>> {
+    claims.iter().max_by(|a, b| better(a, b).then(b.member.cmp(&a.member))).cloned()
 }
 
 #[cfg(test)]
@@ -398,7 +542,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::model::EndpointSet;
     use k8s_openapi::api::core::v1::ObjectReference;
-    use k8s_openapi::api::discovery::v1::{Endpoint as ApiEndpoint, EndpointConditions, EndpointPort};
+    use k8s_openapi::api::discovery::v1::{Endpoint as ApiEndpoint, EndpointConditions, EndpointPort, EndpointSlice};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     pub(crate) fn api_ep(
@@ -441,6 +585,15 @@ pub(crate) mod tests {
         }
     }
 
+    /// The lean object discovery decodes from the same JSON.
+    pub(crate) fn to_wire(s: &EndpointSlice) -> wire::Slice {
+        serde_json::from_value(serde_json::to_value(s).expect("serializes")).expect("decodes")
+    }
+
+    fn parse(s: &EndpointSlice, allow_loopback: bool) -> ParsedSlice {
+        ParsedSlice::parse(&to_wire(s), allow_loopback, &mut Interner::default())
+    }
+
     fn tri() -> PortSpec {
         PortSpec::Name("tri".into())
     }
@@ -457,7 +610,7 @@ pub(crate) mod tests {
             Fixture { table: SliceTable::new(port, family), set: EndpointSet::pending(crate::Source::Api), v: 0 }
         }
         fn upsert(&mut self, s: &EndpointSlice) -> crate::model::Delta {
-            self.table.upsert(&ParsedSlice::parse(s, false));
+            self.table.upsert(&parse(s, false));
             self.commit()
         }
         fn delete(&mut self, name: &str) -> crate::model::Delta {
@@ -586,7 +739,7 @@ pub(crate) mod tests {
             f.upsert(s);
         }
         assert_eq!(f.keys(), ["10.0.0.1:50051", "10.0.0.2:6000", "10.0.0.5:7070"]);
-        assert_eq!(f.table.upsert(&ParsedSlice::parse(&other, false)), Some(Skip::NoPort));
+        assert_eq!(f.table.upsert(&parse(&other, false)), Some(Skip::NoPort));
         let mut f = Fixture::new(PortSpec::Number(7000), FamilyPolicy::Prefer(Family::V4));
         f.upsert(&a);
         f.upsert(&noports);
@@ -607,14 +760,14 @@ pub(crate) mod tests {
                 ApiEndpoint { addresses: vec![], ..Default::default() },
             ],
         );
-        let p = ParsedSlice::parse(&s, false);
+        let p = parse(&s, false);
         assert_eq!(p.endpoints.len(), 1);
         let mut skipped: Vec<(&str, usize)> = p.skipped.iter().map(|(k, n, _)| (k.as_str(), *n)).collect();
         skipped.sort();
         assert_eq!(skipped, [("invalid_address", 2), ("loopback", 1), ("no_address", 1)]);
-        assert_eq!(ParsedSlice::parse(&s, true).endpoints.len(), 2, "loopback allowed for local runs");
+        assert_eq!(parse(&s, true).endpoints.len(), 2, "loopback allowed for local runs");
         s.address_type = "FQDN".into();
-        let p = ParsedSlice::parse(&s, false);
+        let p = parse(&s, false);
         assert!(p.endpoints.is_empty());
         assert_eq!(p.skipped[0].0, Skip::AddressType);
     }
@@ -627,8 +780,8 @@ pub(crate) mod tests {
         // re-list: only "b" (changed) and "c" exist now
         let b = slice("b", "IPv4", &[("tri", 1)], vec![api_ep("10.0.0.2", "b", Some(false), Some(true), Some(true))]);
         let c = slice("c", "IPv4", &[("tri", 1)], vec![api_ep("10.0.0.3", "c", None, None, None)]);
-        f.table.upsert(&ParsedSlice::parse(&b, false));
-        f.table.upsert(&ParsedSlice::parse(&c, false));
+        f.table.upsert(&parse(&b, false));
+        f.table.upsert(&parse(&c, false));
         f.table.retain(&["b", "c"].into_iter().map(Arc::from).collect());
         let d = f.commit();
         assert_eq!((d.added.len(), d.updated.len(), d.removed.len()), (1, 1, 1));
@@ -648,7 +801,8 @@ pub(crate) mod tests {
         let e = f.set.iter().next().expect("one");
         assert_eq!(e.name.as_deref(), Some("greeter-v1-1"));
         assert_eq!((e.zone.as_deref(), e.node.as_deref()), (Some("zone-a"), Some("node-a")));
-        assert_eq!(e.zone_hints.as_deref(), Some(&["zone-a".to_owned()][..]));
+        let hints: Vec<&str> = e.zone_hints.as_deref().unwrap_or_default().iter().map(|z| &**z).collect();
+        assert_eq!(hints, ["zone-a"]);
     }
 
     /// The incremental table (one slice at a time, deltas applied to a set) always equals a table
