@@ -85,6 +85,15 @@ enum Internal {
         #[arg(long)]
         listen: std::net::SocketAddr,
     },
+    /// (internal) The bare kube watch beside a scale point, driven over stdin/stdout.
+    #[command(hide = true)]
+    ScaleBare {
+        /// The API server's URL; without it, the kubeconfig of `KUBECONFIG`.
+        #[arg(long)]
+        api: Option<String>,
+        #[arg(long)]
+        namespace: String,
+    },
     /// (internal) One size of the scale benchmark, driven over stdin/stdout.
     #[command(hide = true)]
     ScalePoint {
@@ -169,6 +178,12 @@ async fn main() {
             run_faults(short, out, soak, only, bin_dir).await;
             return;
         }
+        Some(Internal::ScaleBare { api, namespace }) => {
+            if let Err(e) = scale::bare_child(api, namespace).await {
+                fail(1, format!("bare watch child: {e}"))
+            }
+            return;
+        }
         Some(Internal::ScalePoint { api, namespace, endpoints, picks }) => {
             if let Err(e) = scale::child(api, namespace, endpoints, picks).await {
                 fail(1, format!("scale child: {e}"))
@@ -236,7 +251,9 @@ async fn main() {
     }
     if wanted("scale") {
         eprintln!("scale: {:?} endpoints…", settings.scale);
-        report.add(scale::run(real, &settings.scale, settings.scale_changes, settings.picks).await);
+        let (section, points) = scale::run(real, &settings.scale, settings.scale_changes, settings.picks).await;
+        report.add(section);
+        let _ = points;
     }
     if wanted("footprint") {
         eprintln!("footprint…");

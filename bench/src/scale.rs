@@ -33,60 +33,95 @@ fn slice_of(ns: &str, s: usize, first_ready: bool) -> Result<k8s_openapi::api::d
     slice(ns, &format!("{SERVICE}-{s:04}"), SERVICE, PORT, &eps)
 }
 
-pub async fn run(cluster: &Cluster, sizes: &[usize], changes: usize, picks: usize) -> Section {
+/// One size's figures, as the table and the plot use them.
+#[derive(Clone, Debug)]
+pub struct Point {
+    pub endpoints: usize,
+    pub first_snapshot_ms: f64,
+    /// Resident set after the first snapshot minus before the hub started, bytes.
+    pub grown: f64,
+    /// The highest resident set while the first list arrived, minus before, bytes.
+    pub peak: f64,
+    /// The process's whole resident set after the first snapshot, bytes.
+    pub resident: f64,
+    pub cpu_us: f64,
+    pub bare_cpu_us: f64,
+    pub bare_first_list_ms: f64,
+    pub pick_ns: f64,
+    pub members: u64,
+}
+
+pub async fn run(cluster: &Cluster, sizes: &[usize], changes: usize, picks: usize) -> (Section, Vec<Point>) {
     let mut section = Section::new(
         "Scale",
         &format!(
             "One Service of N endpoints in N/{PER_SLICE} EndpointSlices, written through the API server; discovery \
              (API mode, real kube client) and a balanced client (default options: subset of 100) in a fresh \
-             process per size. First snapshot: from the hub's start to the complete set. Memory: the process's \
-             resident set after the first snapshot minus before the hub started (table, list buffers, client); \
-             bytes per endpoint: the growth from the previous size divided by the endpoints added. \
-             CPU per change: the process's CPU time over {changes} one-slice changes (one endpoint's readiness \
-             flipped), each written by the parent and awaited until the child's snapshot shows it, divided by \
-             {changes}. Pick: one pick as a call makes it (P2C over the members), median over {picks} picks."
+             process per size, and beside it, against the same server and changes, a process holding a bare kube \
+             watch (`kube::Api<EndpointSlice>`: a paged list, then a watch; each event decoded, nothing kept). \
+             First snapshot: from the hub's start to the complete set (bare: its list). Memory: the process's \
+             resident set after the first snapshot minus before the hub started (table, client, allocator); peak: \
+             the highest resident set while the first list arrived (VmHWM), minus the same; bytes per endpoint: the \
+             growth from the previous size divided by the endpoints added. CPU per change: each process's CPU time \
+             over {changes} one-slice changes (one endpoint's readiness flipped), each written by the parent and \
+             awaited until both processes have seen it, divided by {changes}. Pick: one pick as a call makes it \
+             (P2C over the members), median over {picks} picks."
         ),
         &[
             "endpoints",
-            "slices",
-            "first snapshot ms",
-            "memory",
+            "first snapshot ms (bare list)",
+            "resident",
+            "grown",
+            "peak / grown",
             "bytes / endpoint (marginal)",
             "CPU µs / change",
+            "bare watch CPU µs / change",
+            "vs bare",
             "pick ns",
-            "members (connections at most)",
+            "members",
         ],
     );
-    let mut cpu = Vec::new();
-    let mut pick = Vec::new();
-    let mut previous: Option<(usize, f64)> = None;
+    let mut points: Vec<Point> = Vec::new();
     for &n in sizes {
         match point(cluster, n, changes, picks).await {
             Ok(r) => {
                 let num = |k: &str| r[k].as_f64().unwrap_or(0.0);
-                let grown = (num("rss_after_kib") - num("rss_before_kib")).max(0.0) * 1024.0;
-                let per_change = num("cpu_ns") / changes as f64 / 1e3;
-                cpu.push((n, per_change));
-                pick.push((n, num("pick_ns")));
-                let row_previous = previous;
-                previous = Some((n, grown));
-                let previous = row_previous;
+                let before = num("rss_before_kib") * 1024.0;
+                let p = Point {
+                    endpoints: n,
+                    first_snapshot_ms: num("first_snapshot_ms"),
+                    grown: (num("rss_after_kib") * 1024.0 - before).max(0.0),
+                    peak: (num("rss_peak_kib") * 1024.0 - before).max(0.0),
+                    resident: num("rss_after_kib") * 1024.0,
+                    cpu_us: num("cpu_ns") / changes as f64 / 1e3,
+                    bare_cpu_us: num("bare_cpu_ns") / changes as f64 / 1e3,
+                    bare_first_list_ms: num("bare_first_list_ms"),
+                    pick_ns: num("pick_ns"),
+                    members: r["members"].as_u64().unwrap_or(0),
+                };
+                let marginal = match points.last() {
+                    Some(prev) if n > prev.endpoints => f((p.grown - prev.grown) / (n - prev.endpoints) as f64, 0),
+                    _ => "—".into(),
+                };
                 section.row(vec![
                     n.to_string(),
-                    (n / PER_SLICE).to_string(),
-                    f(num("first_snapshot_ms"), 0),
-                    mib(grown as u64),
-                    match previous {
-                        Some((pn, pg)) if n > pn => f((grown - pg) / (n - pn) as f64, 0),
-                        _ => "—".into(),
-                    },
-                    f(per_change, 1),
-                    f(num("pick_ns"), 0),
-                    format!("{}", r["members"].as_u64().unwrap_or(0)),
+                    format!("{} ({})", f(p.first_snapshot_ms, 0), f(p.bare_first_list_ms, 0)),
+                    mib(p.resident as u64),
+                    mib(p.grown as u64),
+                    format!("{:.2}×", p.peak / p.grown.max(1.0)),
+                    marginal,
+                    f(p.cpu_us, 1),
+                    f(p.bare_cpu_us, 1),
+                    format!("{:.2}×", p.cpu_us / p.bare_cpu_us.max(f64::MIN_POSITIVE)),
+                    f(p.pick_ns, 0),
+                    p.members.to_string(),
                 ]);
-                if r["changes_seen"].as_u64() != Some(changes as u64) {
-                    section.problem(format!("{n} endpoints: the child saw {} of {changes} changes", r["changes_seen"]));
+                for (who, key) in [("the child", "changes_seen"), ("the bare watch", "bare_changes_seen")] {
+                    if r[key].as_u64() != Some(changes as u64) {
+                        section.problem(format!("{n} endpoints: {who} saw {} of {changes} changes", r[key]));
+                    }
                 }
+                points.push(p);
             }
             Err(e) => section.problem(format!("{n} endpoints: {e}")),
         }
@@ -99,27 +134,57 @@ pub async fn run(cluster: &Cluster, sizes: &[usize], changes: usize, picks: usiz
             mib(etcd * 1024)
         ));
     }
-    if let (Some(first), Some(last)) = (cpu.first(), cpu.last())
-        && last.0 > first.0
-    {
-        let ratio = last.1 / first.1.max(f64::MIN_POSITIVE);
+    targets(&mut section, &points);
+    (section, points)
+}
+
+fn targets(section: &mut Section, points: &[Point]) {
+    if let [.., prev, last] = points {
+        let marginal = (last.grown - prev.grown) / (last.endpoints - prev.endpoints).max(1) as f64;
         section.target(
-            &format!("CPU per change at {} within 2× of {}", last.0, first.0),
-            ratio <= 2.0,
-            format!("{ratio:.2}×"),
+            &format!("marginal resident memory ≤ 400 bytes per endpoint ({} → {})", prev.endpoints, last.endpoints),
+            marginal <= 400.0,
+            format!("{marginal:.0} bytes"),
         );
     }
-    if let (Some(first), Some(last)) = (pick.first(), pick.last())
-        && last.0 > first.0
+    if let Some(p) = points.iter().find(|p| p.endpoints == 100_000) {
+        section.target("≤ 80 MB resident at 100,000 endpoints", p.resident <= 80e6, mib(p.resident as u64));
+        section.target(
+            "first complete snapshot at 100,000 endpoints ≤ 1 s",
+            p.first_snapshot_ms <= 1000.0,
+            format!("{:.0} ms", p.first_snapshot_ms),
+        );
+    }
+    if let Some(last) = points.last() {
+        let ratio = last.peak / last.grown.max(1.0);
+        section.target(
+            &format!("peak while the first list arrives ≤ 1.5× settled ({})", last.endpoints),
+            ratio <= 1.5,
+            format!("{ratio:.2}×"),
+        );
+        let worst = points.iter().map(|p| p.cpu_us / p.bare_cpu_us.max(f64::MIN_POSITIVE)).fold(0.0, f64::max);
+        section.target(
+            "CPU per change ≤ 1.5× the bare watch's (every size)",
+            worst <= 1.5,
+            format!("{worst:.2}× at most"),
+        );
+        let max_cpu = points.iter().map(|p| p.cpu_us).fold(0.0, f64::max);
+        section.target(
+            "CPU per change of a 100-endpoint slice ≤ 150 µs (every size)",
+            max_cpu <= 150.0,
+            format!("{max_cpu:.0} µs at most"),
+        );
+    }
+    if let (Some(first), Some(last)) = (points.first(), points.last())
+        && last.endpoints > first.endpoints
     {
-        let ratio = last.1 / first.1.max(f64::MIN_POSITIVE);
+        let ratio = last.pick_ns / first.pick_ns.max(f64::MIN_POSITIVE);
         section.target(
             "pick cost flat across sizes (within 1.5×)",
             ratio <= 1.5,
-            format!("{ratio:.2}× from {} to {}", first.0, last.0),
+            format!("{ratio:.2}× from {} to {}", first.endpoints, last.endpoints),
         );
     }
-    section
 }
 
 async fn point(cluster: &Cluster, n: usize, changes: usize, picks: usize) -> Result<Value, String> {
@@ -128,6 +193,59 @@ async fn point(cluster: &Cluster, n: usize, changes: usize, picks: usize) -> Res
     let result = point_in(cluster, &ns, n, changes, picks).await;
     cluster.delete_namespace(&ns).await;
     result
+}
+
+/// A child process of one size, driven over stdin/stdout.
+struct Child {
+    name: &'static str,
+    process: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Child {
+    fn spawn(cluster: &Cluster, name: &'static str, args: &[&str]) -> Result<Child, String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut cmd = tokio::process::Command::new(exe);
+        cmd.arg(args[0]);
+        cluster.child_access(&mut cmd)?;
+        let mut process = cmd
+            .args(&args[1..])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start the {name}: {e}"))?;
+        let stdin = process.stdin.take().ok_or("no stdin")?;
+        let lines = BufReader::new(process.stdout.take().ok_or("no stdout")?).lines();
+        Ok(Child { name, process, stdin, lines })
+    }
+
+    async fn line(&mut self) -> Result<String, String> {
+        match tokio::time::timeout(Duration::from_secs(300), self.lines.next_line()).await {
+            Ok(Ok(Some(l))) => Ok(l),
+            Ok(Ok(None)) => Err(format!("the {} ended early (see its message above)", self.name)),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("the {} did not answer within 300 s", self.name)),
+        }
+    }
+
+    async fn json(&mut self) -> Result<Value, String> {
+        let l = self.line().await?;
+        serde_json::from_str(&l).map_err(|e| format!("the {} printed {l:?}: {e}", self.name))
+    }
+
+    async fn say(&mut self, msg: &str) -> Result<(), String> {
+        self.stdin.write_all(msg.as_bytes()).await.map_err(|e| format!("{}: {e}", self.name))
+    }
+
+    async fn expect_ok(&mut self) -> Result<(), String> {
+        match self.line().await?.as_str() {
+            "ok" => Ok(()),
+            other => Err(format!("the {} answered {other:?}", self.name)),
+        }
+    }
 }
 
 async fn point_in(cluster: &Cluster, ns: &str, n: usize, changes: usize, picks: usize) -> Result<Value, String> {
@@ -144,49 +262,102 @@ async fn point_in(cluster: &Cluster, ns: &str, n: usize, changes: usize, picks: 
     if let Some(Err(e)) = writes.into_iter().find(Result::is_err) {
         return Err(e);
     }
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut cmd = tokio::process::Command::new(exe);
-    cmd.arg("scale-point");
-    cluster.child_access(&mut cmd)?;
-    let mut child = cmd
-        .args(["--namespace", ns, "--endpoints", &n.to_string(), "--picks", &picks.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("cannot start the scale child: {e}"))?;
-    let mut stdin = child.stdin.take().ok_or("no stdin")?;
-    let mut lines = BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
-    let mut next_line = async || -> Result<String, String> {
-        match tokio::time::timeout(Duration::from_secs(300), lines.next_line()).await {
-            Ok(Ok(Some(l))) => Ok(l),
-            Ok(Ok(None)) => Err("the scale child ended early (see its message above)".into()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("the scale child did not answer within 300 s".into()),
-        }
-    };
-    let ready: Value = serde_json::from_str(&next_line().await?).map_err(|e| e.to_string())?;
+    let (size, picks) = (n.to_string(), picks.to_string());
+    let mut discovery = Child::spawn(
+        cluster,
+        "scale child",
+        &["scale-point", "--namespace", ns, "--endpoints", &size, "--picks", &picks],
+    )?;
+    let ready = discovery.json().await?;
+    // The same changes, side by side: a process holding a bare kube watch that only decodes events.
+    let mut bare = Child::spawn(cluster, "bare watch child", &["scale-bare", "--namespace", ns])?;
+    let bare_ready = bare.json().await?;
     let mut state = vec![true; slices];
     for c in 0..changes {
         let s = (c * 7919) % slices; // spread over the slices
         state[s] = !state[s];
         replace(&api, &slice_of(ns, s, state[s])?).await?;
         let msg = format!("expect {} {}\n", ip(s, 0), u8::from(state[s]));
-        stdin.write_all(msg.as_bytes()).await.map_err(|e| e.to_string())?;
-        let answer = next_line().await?;
-        if answer != "ok" {
-            return Err(format!("the scale child answered {answer:?}"));
-        }
+        discovery.say(&msg).await?;
+        bare.say(&msg).await?;
+        discovery.expect_ok().await?;
+        bare.expect_ok().await?;
     }
-    stdin.write_all(b"done\n").await.map_err(|e| e.to_string())?;
-    let end: Value = serde_json::from_str(&next_line().await?).map_err(|e| e.to_string())?;
-    let _ = child.wait().await;
+    discovery.say("done\n").await?;
+    bare.say("done\n").await?;
+    let end = discovery.json().await?;
+    let bare_end = bare.json().await?;
+    let _ = discovery.process.wait().await;
+    let _ = bare.process.wait().await;
     let mut out = ready;
-    if let (Some(o), Some(e)) = (out.as_object_mut(), end.as_object()) {
-        o.extend(e.clone());
+    if let Some(o) = out.as_object_mut() {
+        o.extend(end.as_object().cloned().unwrap_or_default());
+        o.insert("bare_first_list_ms".into(), bare_ready["first_list_ms"].clone());
+        o.insert("bare_cpu_ns".into(), bare_end["cpu_ns"].clone());
+        o.insert("bare_changes_seen".into(), bare_end["changes_seen"].clone());
     }
     Ok(out)
+}
+
+/// `dubbo-k8s-bench scale-bare`: a bare kube watch of the namespace's slices, as a user would write
+/// it with `kube::Api<EndpointSlice>` and nothing on top: list (paged) for a version, then watch;
+/// every event decoded into `k8s-openapi`'s EndpointSlice and looked at only to answer the parent.
+pub async fn bare_child(api: Option<String>, namespace: String) -> Result<(), String> {
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use kube::api::{ListParams, WatchEvent, WatchParams};
+    let config = match api {
+        Some(url) => kube::Config::new(url.parse().map_err(|e| format!("{url}: {e}"))?),
+        None => kube::Config::infer().await.map_err(|e| e.to_string())?,
+    };
+    let client = kube::Client::try_from(config).map_err(|e| e.to_string())?;
+    let slices: kube::Api<EndpointSlice> = kube::Api::namespaced(client, &namespace);
+    let started = Instant::now();
+    let mut lp = ListParams::default().labels(&format!("kubernetes.io/service-name={SERVICE}")).limit(500);
+    let rv = loop {
+        let page = slices.list(&lp).await.map_err(|e| format!("list: {e}"))?;
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(c) => lp = lp.continue_token(&c),
+            None => break page.metadata.resource_version.unwrap_or_default(),
+        }
+    };
+    println!("{}", json!({"first_list_ms": started.elapsed().as_secs_f64() * 1e3}));
+    let wp = WatchParams::default().labels(&format!("kubernetes.io/service-name={SERVICE}")).timeout(290);
+    let mut stream = Box::pin(slices.watch(&wp, &rv).await.map_err(|e| format!("watch: {e}"))?);
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let cpu0 = own_cpu_ns().unwrap_or(0);
+    let mut seen = 0u64;
+    while let Ok(Some(line)) = lines.next_line().await {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        match parts.as_slice() {
+            ["expect", ip, ready] => {
+                let want = *ready == "1";
+                let shows = |s: &EndpointSlice| {
+                    s.endpoints.iter().any(|e| {
+                        e.addresses.first().map(String::as_str) == Some(*ip)
+                            && e.conditions.as_ref().and_then(|c| c.ready) == Some(want)
+                    })
+                };
+                loop {
+                    let event = tokio::time::timeout(Duration::from_secs(30), stream.next())
+                        .await
+                        .map_err(|_| format!("{ip} never became ready={want} in the bare watch"))?;
+                    match event {
+                        Some(Ok(WatchEvent::Modified(s) | WatchEvent::Added(s))) if shows(&s) => break,
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => return Err(format!("watch: {e}")),
+                        None => return Err("the watch ended".into()),
+                    }
+                }
+                seen += 1;
+                println!("ok");
+            }
+            ["done"] => break,
+            _ => return Err(format!("unexpected line {line:?}")),
+        }
+    }
+    let cpu = own_cpu_ns().unwrap_or(0).saturating_sub(cpu0);
+    println!("{}", json!({"cpu_ns": cpu, "changes_seen": seen}));
+    Ok(())
 }
 
 /// `dubbo-k8s-bench scale-point`: the child. Prints one JSON line when the set is complete, then
@@ -227,6 +398,7 @@ pub async fn child(api: Option<String>, namespace: String, n: usize, picks: usiz
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let rss_after = own_rss_kib().unwrap_or(0);
+    let rss_peak = crate::util::own_peak_rss_kib().unwrap_or(0);
     let mut pick_ns = Vec::with_capacity(20);
     for _ in 0..20 {
         let t = Instant::now();
@@ -243,6 +415,7 @@ pub async fn child(api: Option<String>, namespace: String, n: usize, picks: usiz
             "first_snapshot_ms": first_snapshot.as_secs_f64() * 1e3,
             "rss_before_kib": rss_before,
             "rss_after_kib": rss_after,
+            "rss_peak_kib": rss_peak,
             "pick_ns": crate::util::median(&pick_ns),
             "members": members,
             "pid": std::process::id(),
