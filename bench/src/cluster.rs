@@ -64,9 +64,13 @@ impl Cluster {
         })
     }
 
-    /// A real kube-apiserver and etcd from `KUBEBUILDER_ASSETS`, started for this run.
-    pub async fn envtest() -> Result<Cluster, String> {
+    /// A real kube-apiserver and etcd from `KUBEBUILDER_ASSETS`, started for this run, on the helper
+    /// cores (away from the measuring process and its children).
+    pub async fn envtest(placement: &Placement) -> Result<Cluster, String> {
         let server = testkit::envtest::KubeApiServer::start(&[]).await?;
+        let (api, etcd) = server.pids();
+        placement.pin(api)?;
+        placement.pin(etcd)?;
         let client = server.client().await?;
         let version =
             client.apiserver_version().await.map_err(|e| format!("the envtest server does not answer: {e}"))?;

@@ -8,6 +8,7 @@ mod calls;
 mod cluster;
 mod dns;
 mod faults;
+mod fleet;
 mod footprint;
 mod propagation;
 mod report;
@@ -24,7 +25,7 @@ use crate::cluster::Cluster;
 use crate::report::Report;
 use crate::util::Placement;
 
-const SECTIONS: [&str; 5] = ["propagation", "dns", "calls", "scale", "footprint"];
+const SECTIONS: [&str; 6] = ["propagation", "dns", "calls", "scale", "fleet", "footprint"];
 
 #[derive(Debug, Parser)]
 #[command(
@@ -47,7 +48,7 @@ struct Cli {
     /// deletes its own namespace and writes EndpointSlices there) instead of the local test server.
     #[arg(long, env = "BENCH_KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
-    /// Comma-separated sections to run (default: all): propagation, dns, calls, scale, footprint.
+    /// Comma-separated sections to run (default: all): propagation, dns, calls, scale, fleet, footprint.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Run helper processes (API server, providers) with `taskset -c <CPUS>`.
@@ -85,6 +86,22 @@ enum Internal {
         #[arg(long)]
         listen: std::net::SocketAddr,
     },
+    /// (internal) One consumer of the fleet benchmark, driven over stdin/stdout.
+    #[command(hide = true)]
+    FleetMember {
+        /// The API server's URL; without it, the kubeconfig of `KUBECONFIG`.
+        #[arg(long)]
+        api: Option<String>,
+        /// `discovery` (the hub and balanced clients) or `bare` (a kube_runtime watcher per Service).
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        namespace: String,
+        #[arg(long)]
+        services: usize,
+        #[arg(long)]
+        endpoints: usize,
+    },
     /// (internal) The bare kube watch beside a scale point, driven over stdin/stdout.
     #[command(hide = true)]
     ScaleBare {
@@ -115,6 +132,7 @@ struct Settings {
     calls: calls::Plan,
     scale: Vec<usize>,
     scale_changes: usize,
+    fleet: fleet::Plan,
     picks: usize,
     starts: usize,
 }
@@ -132,6 +150,7 @@ impl Settings {
             },
             scale: vec![1_000, 10_000, 100_000],
             scale_changes: 200,
+            fleet: fleet::Plan { sizes: vec![10, 50, 200], services: 10, endpoints: 1_000, changes: 20 },
             picks: 200_000,
             starts: 10,
         }
@@ -149,6 +168,7 @@ impl Settings {
             },
             scale: vec![1_000, 10_000],
             scale_changes: 40,
+            fleet: fleet::Plan { sizes: vec![5], services: 10, endpoints: 1_000, changes: 5 },
             picks: 20_000,
             starts: 3,
         }
@@ -176,6 +196,12 @@ async fn main() {
         }
         Some(Internal::Faults { short, out, soak, only, bin_dir }) => {
             run_faults(short, out, soak, only, bin_dir).await;
+            return;
+        }
+        Some(Internal::FleetMember { api, kind, namespace, services, endpoints }) => {
+            if let Err(e) = fleet::member(api, &kind, namespace, services, endpoints).await {
+                fail(1, format!("fleet member: {e}"))
+            }
             return;
         }
         Some(Internal::ScaleBare { api, namespace }) => {
@@ -225,7 +251,9 @@ async fn main() {
     let remote = match &cli.kubeconfig {
         Some(path) => Some(Cluster::from_kubeconfig(path).await.unwrap_or_else(|e| fail(2, e))),
         None if wanted("propagation") || wanted("scale") => match testkit::envtest::assets() {
-            Ok(_) => Some(Cluster::envtest().await.unwrap_or_else(|e| fail(1, format!("envtest API server: {e}")))),
+            Ok(_) => {
+                Some(Cluster::envtest(&placement).await.unwrap_or_else(|e| fail(1, format!("envtest API server: {e}"))))
+            }
             Err(why) => {
                 eprintln!("no real API server: {why}; the API sections use the in-process test server");
                 None
@@ -254,6 +282,10 @@ async fn main() {
         let (section, points) = scale::run(real, &settings.scale, settings.scale_changes, settings.picks).await;
         report.add(section);
         let _ = points;
+    }
+    if wanted("fleet") {
+        eprintln!("fleet: {:?} consumers…", settings.fleet.sizes);
+        report.add(fleet::run(&placement, &settings.fleet).await);
     }
     if wanted("footprint") {
         eprintln!("footprint…");

@@ -195,16 +195,16 @@ async fn point(cluster: &Cluster, n: usize, changes: usize, picks: usize) -> Res
     result
 }
 
-/// A child process of one size, driven over stdin/stdout.
-struct Child {
+/// A child process of the harness, driven over stdin/stdout.
+pub(crate) struct Child {
     name: &'static str,
-    process: tokio::process::Child,
+    pub(crate) process: tokio::process::Child,
     stdin: tokio::process::ChildStdin,
     lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
 }
 
 impl Child {
-    fn spawn(cluster: &Cluster, name: &'static str, args: &[&str]) -> Result<Child, String> {
+    pub(crate) fn spawn(cluster: &Cluster, name: &'static str, args: &[&str]) -> Result<Child, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let mut cmd = tokio::process::Command::new(exe);
         cmd.arg(args[0]);
@@ -222,7 +222,7 @@ impl Child {
         Ok(Child { name, process, stdin, lines })
     }
 
-    async fn line(&mut self) -> Result<String, String> {
+    pub(crate) async fn line(&mut self) -> Result<String, String> {
         match tokio::time::timeout(Duration::from_secs(300), self.lines.next_line()).await {
             Ok(Ok(Some(l))) => Ok(l),
             Ok(Ok(None)) => Err(format!("the {} ended early (see its message above)", self.name)),
@@ -231,16 +231,16 @@ impl Child {
         }
     }
 
-    async fn json(&mut self) -> Result<Value, String> {
+    pub(crate) async fn json(&mut self) -> Result<Value, String> {
         let l = self.line().await?;
         serde_json::from_str(&l).map_err(|e| format!("the {} printed {l:?}: {e}", self.name))
     }
 
-    async fn say(&mut self, msg: &str) -> Result<(), String> {
+    pub(crate) async fn say(&mut self, msg: &str) -> Result<(), String> {
         self.stdin.write_all(msg.as_bytes()).await.map_err(|e| format!("{}: {e}", self.name))
     }
 
-    async fn expect_ok(&mut self) -> Result<(), String> {
+    pub(crate) async fn expect_ok(&mut self) -> Result<(), String> {
         match self.line().await?.as_str() {
             "ok" => Ok(()),
             other => Err(format!("the {} answered {other:?}", self.name)),

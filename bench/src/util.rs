@@ -52,6 +52,20 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// CPU time (user + system) of a process in milliseconds, from /proc/<pid>/stat (10 ms ticks).
+pub fn proc_cpu_ms(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at the state, field 3.
+    let rest = stat.rsplit_once(')')?.1;
+    let v: Vec<&str> = rest.split_whitespace().collect();
+    let (utime, stime): (u64, u64) = (v.get(11)?.parse().ok()?, v.get(12)?.parse().ok()?);
+    #[cfg(unix)]
+    let hz = rustix::param::clock_ticks_per_second();
+    #[cfg(not(unix))]
+    let hz = 100u64;
+    Some((utime + stime) as f64 * 1e3 / hz as f64)
+}
+
 /// The highest resident set this process has had (VmHWM), KiB.
 pub fn own_peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -143,6 +157,21 @@ impl Placement {
                 c
             }
             None => Command::new(program),
+        }
+    }
+
+    /// Moves a running process (every thread of it) to the helper cores, when there are any.
+    pub fn pin(&self, pid: u32) -> Result<(), String> {
+        let Some(cpus) = &self.helper_cpus else { return Ok(()) };
+        let out = Command::new("taskset")
+            .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+            .stdout(Stdio::null())
+            .output()
+            .map_err(|e| format!("taskset: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!("taskset -a -p -c {cpus} {pid}: {}", String::from_utf8_lossy(&out.stderr).trim()))
         }
     }
 
