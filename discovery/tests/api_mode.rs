@@ -309,3 +309,28 @@ async fn writes_over_http_follow_the_api_servers_rules() {
     let gone = namespaces.get(NS).await;
     assert!(matches!(gone, Err(kube::Error::Api(s)) if s.code == 404));
 }
+
+/// Where the server offers streaming lists (`sendInitialEvents`, Kubernetes 1.27+ with WatchList),
+/// the first snapshot comes from one: no plain list is made. Where it refuses them (etcd 3.4, the
+/// feature off), discovery lists from the watch cache instead (`resourceVersion=0`) and never
+/// asks for a consistent read from etcd. Either way the set is complete and changes follow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_lists_where_offered_and_cached_lists_where_refused() {
+    for streaming in [true, false] {
+        let (api, dns) = servers().await;
+        api.set_streaming_lists(streaming);
+        apply(&api, "greeter-service-a", "greeter-service", &pods("greeter", 1, 30));
+        apply(&api, "greeter-service-b", "greeter-service", &pods("greeter", 2, 20));
+        let d = start(&api_config(&api, &dns), greeter(), Metrics::default()).await.expect("start");
+        wait_for(&d, 10, "50 endpoints", |s| s.len() == 50).await;
+        let kinds = api.list_kinds();
+        if streaming {
+            assert!(kinds.is_empty(), "streaming list served: no plain list needed, made {kinds:?}");
+        } else {
+            assert_eq!(kinds.first(), Some(&testkit::ListKind::Cached), "refused: a list from the cache, {kinds:?}");
+            assert!(!kinds.contains(&testkit::ListKind::Consistent), "never a consistent read: {kinds:?}");
+        }
+        apply(&api, "greeter-service-b", "greeter-service", &pods("greeter", 2, 10));
+        wait_for(&d, 10, "a change after the first list", |s| s.len() == 40).await;
+    }
+}
