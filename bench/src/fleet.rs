@@ -59,7 +59,7 @@ fn slice_of(
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
+pub enum Kind {
     Discovery,
     Bare,
 }
@@ -72,7 +72,7 @@ impl Kind {
         }
     }
 
-    fn describe(self) -> &'static str {
+    pub fn describe(self) -> &'static str {
         match self {
             Kind::Discovery => "dubbo-k8s (hub + balanced client)",
             Kind::Bare => "bare kube_runtime watcher per Service",
@@ -109,21 +109,24 @@ async fn server(cluster: &Cluster) -> Result<Server, String> {
 
 /// One fleet's figures.
 #[derive(Debug)]
-struct Run {
-    cold_start: Duration,
-    start_cpu_ms: f64,
-    peak_growth: f64,
-    settled_growth: f64,
-    watches: f64,
-    lists: f64,
-    propagation: Summary,
-    consumer_rss: f64,
-    consumer_cpu_ms: f64,
+pub struct Run {
+    pub cold_start: Duration,
+    pub start_cpu_ms: f64,
+    pub peak_growth: f64,
+    pub settled_growth: f64,
+    pub watches: f64,
+    pub lists: f64,
+    pub propagation: Summary,
+    pub consumer_rss: f64,
+    pub consumer_cpu_ms: f64,
 }
+
+/// A fleet size, which fleet, and its figures.
+pub type Point = (usize, Kind, Run);
 
 /// Each fleet gets a fresh kube-apiserver and etcd (envtest) holding the same Services, so that no
 /// fleet starts on a server whose memory another fleet has grown (its Go heap keeps what it took).
-pub async fn run(placement: &crate::util::Placement, plan: &Plan) -> Section {
+pub async fn run(placement: &crate::util::Placement, plan: &Plan) -> (Section, Vec<Point>) {
     let mut section = Section::new(
         "Fleet",
         &format!(
@@ -162,9 +165,9 @@ pub async fn run(placement: &crate::util::Placement, plan: &Plan) -> Section {
             "skipped: the fleet section needs kube-apiservers of its own (envtest) to read their process and \
              /metrics: {why}"
         ));
-        return section;
+        return (section, Vec::new());
     }
-    let mut results: Vec<(usize, Kind, Run)> = Vec::new();
+    let mut results: Vec<Point> = Vec::new();
     let mut describe = String::new();
     for &n in &plan.sizes {
         for kind in [Kind::Discovery, Kind::Bare] {
@@ -221,7 +224,43 @@ pub async fn run(placement: &crate::util::Placement, plan: &Plan) -> Section {
             );
         }
     }
-    section
+    (section, results)
+}
+
+/// The server's settled memory and the p99 propagation against the fleet's size, for both fleets.
+pub fn plots(points: &[Point]) -> Vec<(&'static str, crate::plot::Plot)> {
+    use crate::plot::{Plot, Series};
+    let series = |k: Kind, f: fn(&Run) -> f64| {
+        Series::new(
+            k.describe(),
+            points.iter().filter(|(_, kind, _)| *kind == k).map(|(n, _, r)| (*n as f64, f(r))).collect(),
+        )
+    };
+    let both = |f: fn(&Run) -> f64| vec![series(Kind::Discovery, f), series(Kind::Bare, f)];
+    vec![
+        (
+            "fleet-server-memory.svg",
+            Plot {
+                title: "Fleet: kube-apiserver memory grown by the fleet (settled)".into(),
+                x_label: "consumer processes".into(),
+                y_label: "MB".into(),
+                log_x: true,
+                log_y: false,
+                series: both(|r| r.settled_growth.max(0.0) / 1e6),
+            },
+        ),
+        (
+            "fleet-propagation.svg",
+            Plot {
+                title: "Fleet: one change to every consumer, p99".into(),
+                x_label: "consumer processes".into(),
+                y_label: "ms".into(),
+                log_x: true,
+                log_y: false,
+                series: both(|r| r.propagation.p99),
+            },
+        ),
+    ]
 }
 
 async fn populate(cluster: &Cluster, ns: &str, plan: &Plan) -> Result<(), String> {

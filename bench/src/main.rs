@@ -10,6 +10,7 @@ mod dns;
 mod faults;
 mod fleet;
 mod footprint;
+mod plot;
 mod propagation;
 mod report;
 mod scale;
@@ -279,13 +280,19 @@ async fn main() {
     }
     if wanted("scale") {
         eprintln!("scale: {:?} endpoints…", settings.scale);
-        let (section, points) = scale::run(real, &settings.scale, settings.scale_changes, settings.picks).await;
+        let (mut section, points) = scale::run(real, &settings.scale, settings.scale_changes, settings.picks).await;
+        for image in scale::plots(&points).iter().filter_map(|(name, p)| p.write(&out, name)) {
+            section.note(image);
+        }
         report.add(section);
-        let _ = points;
     }
     if wanted("fleet") {
         eprintln!("fleet: {:?} consumers…", settings.fleet.sizes);
-        report.add(fleet::run(&placement, &settings.fleet).await);
+        let (mut section, points) = fleet::run(&placement, &settings.fleet).await;
+        for image in fleet::plots(&points).iter().filter_map(|(name, p)| p.write(&out, name)) {
+            section.note(image);
+        }
+        report.add(section);
     }
     if wanted("footprint") {
         eprintln!("footprint…");

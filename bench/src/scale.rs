@@ -138,6 +138,39 @@ pub async fn run(cluster: &Cluster, sizes: &[usize], changes: usize, picks: usiz
     (section, points)
 }
 
+/// Memory and CPU per change against endpoints, discovery beside the bare watch.
+pub fn plots(points: &[Point]) -> Vec<(&'static str, crate::plot::Plot)> {
+    use crate::plot::{Plot, Series};
+    let at = |f: fn(&Point) -> f64| points.iter().map(|p| (p.endpoints as f64, f(p))).collect::<Vec<_>>();
+    vec![
+        (
+            "scale-memory.svg",
+            Plot {
+                title: "Scale: resident memory grown by the first snapshot".into(),
+                x_label: "endpoints".into(),
+                y_label: "MB".into(),
+                log_x: true,
+                log_y: true,
+                series: vec![Series::new("dubbo-k8s (discovery + balanced client)", at(|p| p.grown / 1e6))],
+            },
+        ),
+        (
+            "scale-cpu.svg",
+            Plot {
+                title: "Scale: CPU time per one-slice change".into(),
+                x_label: "endpoints".into(),
+                y_label: "µs".into(),
+                log_x: true,
+                log_y: false,
+                series: vec![
+                    Series::new("dubbo-k8s", at(|p| p.cpu_us)),
+                    Series::new("bare kube watch (decode only)", at(|p| p.bare_cpu_us)),
+                ],
+            },
+        ),
+    ]
+}
+
 fn targets(section: &mut Section, points: &[Point]) {
     if let [.., prev, last] = points {
         let marginal = (last.grown - prev.grown) / (last.endpoints - prev.endpoints).max(1) as f64;
