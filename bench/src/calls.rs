@@ -325,23 +325,24 @@ fn report(section: &mut Section, clients: &[(&str, Call)], results: &[Vec<Vec<Lo
             if row.calls == 0 {
                 section.problem(format!("{name}: no call completed at {n} in flight"));
             }
-            if tag == "(b)" || tag == "(b1)" {
-                section.target(&format!("{tag} ≥ 0.9 × (a) at {n} in flight"), ratio >= 0.9, format!("{ratio:.2}×"));
+            if tag == "(b1)" {
+                section.target(&format!("(b1) ≥ 0.95 × (a) at {n} in flight"), ratio >= 0.95, format!("{ratio:.2}×"));
             }
         }
     }
     if let (Some(b), Some(a3)) = (rates.get("(b)"), rates.get("(a3)")) {
-        let ratios: Vec<String> = b
-            .iter()
-            .zip(a3)
-            .zip(&plan.in_flight)
-            .map(|((b, a3), n)| format!("{:.2}× at {n} in flight", b / a3.max(f64::MIN_POSITIVE)))
-            .collect();
-        section.note(format!(
-            "(b) against tonic's own balancer over the same three providers (a3): {}. With pinning, the three \
-             providers share the one provider core that (a) has to itself; (a3) shows what that costs any client",
-            ratios.join(", ")
-        ));
+        for ((b, a3), n) in b.iter().zip(a3).zip(&plan.in_flight) {
+            let ratio = b / a3.max(f64::MIN_POSITIVE);
+            section.target(
+                &format!("(b) ≥ 1.0 × tonic's balance_list over the same three providers (a3) at {n} in flight"),
+                ratio >= 1.0,
+                format!("{ratio:.2}×"),
+            );
+        }
+        section.note(
+            "with pinning, the three providers of (b) and (a3) share the one provider core that (a) has to itself, \
+             so (b) is compared with (a3), not with (a)",
+        );
     }
 }
 

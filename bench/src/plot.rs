@@ -57,7 +57,8 @@ impl Axis {
             }
         } else {
             lo = lo.min(0.0);
-            hi = if hi <= lo { lo + 1.0 } else { hi * 1.1 };
+            let step = nice_step(if hi <= lo { 1.0 } else { (hi - lo) / 5.0 });
+            hi = ((hi / step).floor() + 1.0) * step;
         }
         Some(Axis { lo, hi, log })
     }
@@ -76,9 +77,17 @@ impl Axis {
             let (a, b) = (self.lo.log10().round() as i32, self.hi.log10().round() as i32);
             (a..=b).map(|e| 10f64.powi(e)).collect()
         } else {
-            (0..=5).map(|i| self.lo + (self.hi - self.lo) * f64::from(i) / 5.0).collect()
+            let step = nice_step((self.hi - self.lo) / 5.0);
+            let n = ((self.hi - self.lo) / step).round() as i32;
+            (0..=n).map(|i| self.lo + step * f64::from(i)).collect()
         }
     }
+}
+
+/// The smallest of 1, 2, 5 times a power of ten at least `raw`: ticks a reader can add up.
+fn nice_step(raw: f64) -> f64 {
+    let mag = 10f64.powf(raw.max(f64::MIN_POSITIVE).log10().floor());
+    [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * mag).find(|s| *s >= raw).unwrap_or(10.0 * mag)
 }
 
 fn label(v: f64) -> String {
@@ -229,5 +238,8 @@ mod tests {
         assert!(svg.contains(">100k<") && svg.contains(">1k<"), "decade ticks labelled");
         let empty = Plot { series: vec![Series::new("a", vec![])], ..plot };
         assert!(empty.svg().is_none());
+        let linear = Plot { log_y: false, series: vec![Series::new("c", vec![(1e3, 612.0), (1e4, 3060.0)])], ..empty };
+        let svg = linear.svg().expect("svg");
+        assert!(svg.contains(">1k<") && svg.contains(">3k<") && !svg.contains("612.35"), "round ticks: {svg}");
     }
 }
