@@ -145,6 +145,7 @@ pub fn endpoints_json(d: &ServiceWatch, in_flight: Option<&HashMap<EndpointKey, 
         "stale_for_ms": set.stale_for(Instant::now()).as_millis() as u64,
         "published_ms_ago": age_ms,
         "traffic_distribution": set.traffic(),
+        "propagation": d.propagation().map(|(changes, last)| json!({"changes": changes, "last_seconds": last})),
         "endpoints": endpoints,
     })
 }

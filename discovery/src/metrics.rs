@@ -147,7 +147,10 @@ impl Metrics {
     /// the controller's trigger time to the snapshot (see `discovery_endpoints_propagation_seconds`).
     pub fn propagation_last(&self, service: &str) -> (u64, f64) {
         let l = labels(&[("service", service)]);
-        (self.propagation_count.get_or_create(&l).get(), self.propagation_last.get_or_create(&l).get())
+        // Read without creating: asking must not add a series to /metrics.
+        let count = self.propagation_count.get(&l).map_or(0, |c| c.get());
+        let last = self.propagation_last.get(&l).map_or(0.0, |g| g.get());
+        (count, last)
     }
 
     pub(crate) fn published(&self, k8s_service: &str, set: &EndpointSet) {

@@ -142,6 +142,15 @@ impl ServiceWatch {
         self.inner.binding.borrow().target.clone()
     }
 
+    /// The propagation of the target's EndpointSlice changes (API mode): how many were measured,
+    /// and the latest one's delay in seconds from its `endpoints.kubernetes.io/last-change-trigger-time`
+    /// to the published set. `None` before the first measured change (or outside API mode).
+    pub fn propagation(&self) -> Option<(u64, f64)> {
+        let t = self.target();
+        let (count, last) = self.inner._hub.metrics.propagation_last(&format!("{}/{}", t.namespace, t.service));
+        (count > 0).then_some((count, last))
+    }
+
     /// How the target was chosen.
     pub fn rule(&self) -> MappingRule {
         self.inner.binding.borrow().rule

@@ -131,6 +131,7 @@ async fn api_mode_follows_a_real_api_server() {
     assert!(count >= 1, "the change's propagation was measured from its trigger time");
     // Whole seconds in the annotation: at most a second early, and not minutes late.
     assert!((0.0..30.0).contains(&secs), "propagation {secs} s");
+    assert_eq!(d.propagation().map(|(n, _)| n), Some(count), "the same figure through the watch (/debug/endpoints)");
 
     slices.create(&pp, &slice("greeter-v1-b", &[("10.42.1.10", true)], None)).await.expect("b");
     wait_for(&d, 30, "second slice merged", |s| s.routable_len() == 2).await;
