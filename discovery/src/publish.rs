@@ -81,6 +81,11 @@ impl Publisher {
         }
         let mut next = self.state.clone();
         let delta = next.apply(self.versions.next(), changes);
+        self.commit(next, delta, meta, meta_changed)
+    }
+
+    /// Publishes `next` (with `delta` remembered and `meta` applied) unless nothing changed.
+    fn commit(&mut self, mut next: EndpointSet, delta: crate::model::Delta, meta: Meta, meta_changed: bool) -> bool {
         if delta.is_empty() && !meta_changed {
             return false;
         }
@@ -108,17 +113,7 @@ impl Publisher {
         }
         let mut next = self.state.clone();
         let delta = next.adopt(self.versions.next(), changes, content);
-        if delta.is_empty() && !meta_changed {
-            return false;
-        }
-        next.source = meta.source;
-        next.freshness = meta.freshness;
-        next.pending = meta.pending;
-        next.traffic = meta.traffic;
-        next.remember(delta);
-        self.state = next;
-        self.tx.send_replace(self.state.clone());
-        true
+        self.commit(next, delta, meta, meta_changed)
     }
 
     /// Replaces the whole content with `endpoints`' (an O(n) diff: for re-lists and source

@@ -10,7 +10,6 @@ mod support;
 use std::time::{Duration, SystemTime};
 
 use dubbo_k8s_discovery::{Discovery, DiscoveryConfig, Error, MappingRule, Metrics, Mode, ServiceRef};
-use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DeleteParams, PostParams};
@@ -18,34 +17,12 @@ use serde_json::json;
 use support::*;
 use testkit::envtest::KubeApiServer;
 
-const TRIGGER: &str = "endpoints.kubernetes.io/last-change-trigger-time";
-
 async fn server(test: &str) -> Option<KubeApiServer> {
     if let Err(why) = testkit::envtest::assets() {
         println!("skipped {test}: no real API server ({why})");
         return None;
     }
     Some(KubeApiServer::start(&[]).await.expect("envtest kube-apiserver"))
-}
-
-fn slice(name: &str, endpoints: &[(&str, bool)], trigger: Option<&str>) -> EndpointSlice {
-    let eps: Vec<_> = endpoints
-        .iter()
-        .enumerate()
-        .map(|(i, (ip, ready))| {
-            json!({"addresses": [ip], "conditions": {"ready": ready}, "targetRef": {"kind": "Pod", "name": format!("{name}-{i}"), "namespace": NS}})
-        })
-        .collect();
-    let annotations = trigger.map(|t| json!({ TRIGGER: t })).unwrap_or(json!({}));
-    serde_json::from_value(json!({
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {"name": name, "labels": {"kubernetes.io/service-name": "greeter-v1"}, "annotations": annotations},
-        "addressType": "IPv4",
-        "ports": [{"name": "tri", "port": 50051, "protocol": "TCP"}],
-        "endpoints": eps,
-    }))
-    .expect("slice")
 }
 
 /// RFC 3339 with seconds, as the endpointslice controller writes the trigger time.
@@ -63,22 +40,6 @@ fn rfc3339(t: SystemTime) -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
-async fn namespace_and_service(client: &kube::Client) {
-    let pp = PostParams::default();
-    Api::<Namespace>::all(client.clone())
-        .create(&pp, &serde_json::from_value(json!({"metadata": {"name": NS}})).expect("ns"))
-        .await
-        .expect("namespace");
-    let service: Service = serde_json::from_value(json!({
-        "metadata": {"name": "greeter-v1", "annotations": {
-            "dubbo.apache.org/interface": "org.apache.dubbo.demo.GreeterService",
-            "dubbo.apache.org/version": "1.0.0"}},
-        "spec": {"ports": [{"name": "tri", "port": 50051, "targetPort": 50051}]},
-    }))
-    .expect("service");
-    Api::<Service>::namespaced(client.clone(), NS).create(&pp, &service).await.expect("service");
 }
 
 fn greeter() -> ServiceRef {
@@ -106,10 +67,13 @@ async fn api_mode_follows_a_real_api_server() {
     init_tracing();
     let Some(server) = server("api_mode_follows_a_real_api_server").await else { return };
     let client = server.client().await.expect("client");
-    namespace_and_service(&client).await;
+    real_namespace_and_service(&client).await;
     let pp = PostParams::default();
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), NS);
-    slices.create(&pp, &slice("greeter-v1-a", &[("10.42.0.10", true), ("10.42.0.11", true)], None)).await.expect("a");
+    slices
+        .create(&pp, &real_slice("greeter-v1-a", &[("10.42.0.10", true), ("10.42.0.11", true)], None))
+        .await
+        .expect("a");
 
     let mut cfg = DiscoveryConfig::new(Mode::Api).with_namespace(NS);
     cfg.api.failover = false;
@@ -123,7 +87,7 @@ async fn api_mode_follows_a_real_api_server() {
     assert!(served(&server, "LIST").await >= 1.0, "a plain list of EndpointSlices was made");
 
     let trigger = rfc3339(SystemTime::now());
-    let mut changed = slice("greeter-v1-a", &[("10.42.0.10", true), ("10.42.0.11", false)], Some(&trigger));
+    let mut changed = real_slice("greeter-v1-a", &[("10.42.0.10", true), ("10.42.0.11", false)], Some(&trigger));
     changed.metadata.resource_version = slices.get("greeter-v1-a").await.expect("get").metadata.resource_version;
     slices.replace("greeter-v1-a", &pp, &changed).await.expect("replace");
     wait_for(&d, 30, "one routable", |s| routable_keys(s) == ["10.42.0.10:50051"]).await;
@@ -133,7 +97,7 @@ async fn api_mode_follows_a_real_api_server() {
     assert!((0.0..30.0).contains(&secs), "propagation {secs} s");
     assert_eq!(d.propagation().map(|(n, _)| n), Some(count), "the same figure through the watch (/debug/endpoints)");
 
-    slices.create(&pp, &slice("greeter-v1-b", &[("10.42.1.10", true)], None)).await.expect("b");
+    slices.create(&pp, &real_slice("greeter-v1-b", &[("10.42.1.10", true)], None)).await.expect("b");
     wait_for(&d, 30, "second slice merged", |s| s.routable_len() == 2).await;
     slices.delete("greeter-v1-a", &DeleteParams::default()).await.expect("delete");
     wait_for(&d, 30, "first slice gone", |s| routable_keys(s) == ["10.42.1.10:50051"]).await;
@@ -147,9 +111,9 @@ async fn without_the_role_the_real_server_says_what_is_missing() {
     init_tracing();
     let Some(server) = server("without_the_role_the_real_server_says_what_is_missing").await else { return };
     let admin = server.client().await.expect("admin");
-    namespace_and_service(&admin).await;
+    real_namespace_and_service(&admin).await;
     Api::<EndpointSlice>::namespaced(admin.clone(), NS)
-        .create(&PostParams::default(), &slice("greeter-v1-a", &[("10.42.0.10", true)], None))
+        .create(&PostParams::default(), &real_slice("greeter-v1-a", &[("10.42.0.10", true)], None))
         .await
         .expect("slice");
     let config = server.config_for("discovery").await.expect("config");

@@ -9,33 +9,12 @@
 mod support;
 
 use dubbo_k8s_discovery::{Discovery, DiscoveryConfig, MappingRule, Metrics, Mode, ServiceRef};
-use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, PostParams};
-use serde_json::json;
 use support::*;
 use testcontainers_modules::k3s::{K3s, KUBE_SECURE_PORT};
 use testcontainers_modules::testcontainers::ImageExt;
 use testcontainers_modules::testcontainers::runners::AsyncRunner;
-
-fn slice(name: &str, endpoints: &[(&str, bool)]) -> EndpointSlice {
-    let eps: Vec<_> = endpoints
-        .iter()
-        .enumerate()
-        .map(|(i, (ip, ready))| {
-            json!({"addresses": [ip], "conditions": {"ready": ready}, "targetRef": {"kind": "Pod", "name": format!("{name}-{i}"), "namespace": NS}})
-        })
-        .collect();
-    serde_json::from_value(json!({
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {"name": name, "labels": {"kubernetes.io/service-name": "greeter-v1"}},
-        "addressType": "IPv4",
-        "ports": [{"name": "tri", "port": 50051, "protocol": "TCP"}],
-        "endpoints": eps,
-    }))
-    .expect("slice")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the K3s image and a privileged container: cargo test -p discovery --test k3s -- --ignored"]
@@ -57,21 +36,13 @@ async fn api_mode_against_a_real_api_server() {
     config.cluster_url = format!("https://127.0.0.1:{port}").parse().expect("url");
     let client = kube::Client::try_from(config).expect("client");
 
+    real_namespace_and_service(&client).await;
     let pp = PostParams::default();
-    Api::<Namespace>::all(client.clone())
-        .create(&pp, &serde_json::from_value(json!({"metadata": {"name": NS}})).expect("ns"))
-        .await
-        .expect("namespace");
-    let service: Service = serde_json::from_value(json!({
-        "metadata": {"name": "greeter-v1", "annotations": {
-            "dubbo.apache.org/interface": "org.apache.dubbo.demo.GreeterService",
-            "dubbo.apache.org/version": "1.0.0"}},
-        "spec": {"ports": [{"name": "tri", "port": 50051, "targetPort": 50051}]},
-    }))
-    .expect("service");
-    Api::<Service>::namespaced(client.clone(), NS).create(&pp, &service).await.expect("service");
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), NS);
-    slices.create(&pp, &slice("greeter-v1-a", &[("10.42.0.10", true), ("10.42.0.11", true)])).await.expect("slice a");
+    slices
+        .create(&pp, &real_slice("greeter-v1-a", &[("10.42.0.10", true), ("10.42.0.11", true)], None))
+        .await
+        .expect("slice a");
 
     let mut cfg = DiscoveryConfig::new(Mode::Api).with_namespace(NS);
     cfg.api.failover = false;
@@ -84,7 +55,7 @@ async fn api_mode_against_a_real_api_server() {
 
     slices
         .replace("greeter-v1-a", &pp, &{
-            let mut s = slice("greeter-v1-a", &[("10.42.0.10", true), ("10.42.0.11", false)]);
+            let mut s = real_slice("greeter-v1-a", &[("10.42.0.10", true), ("10.42.0.11", false)], None);
             s.metadata.resource_version = slices.get("greeter-v1-a").await.expect("get").metadata.resource_version;
             s
         })
@@ -92,7 +63,7 @@ async fn api_mode_against_a_real_api_server() {
         .expect("replace");
     wait_for(&d, 30, "one routable", |s| routable_keys(s) == ["10.42.0.10:50051"]).await;
 
-    slices.create(&pp, &slice("greeter-v1-b", &[("10.42.1.10", true)])).await.expect("slice b");
+    slices.create(&pp, &real_slice("greeter-v1-b", &[("10.42.1.10", true)], None)).await.expect("slice b");
     wait_for(&d, 30, "second slice merged", |s| s.routable_len() == 2).await;
     slices.delete("greeter-v1-a", &DeleteParams::default()).await.expect("delete");
     wait_for(&d, 30, "first slice gone", |s| routable_keys(s) == ["10.42.1.10:50051"]).await;

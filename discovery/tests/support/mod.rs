@@ -91,3 +91,51 @@ pub fn pods(prefix: &str, third: u8, n: usize) -> Vec<PodEndpoint> {
 pub fn apply(api: &FakeApiServer, name: &str, service: &str, pods: &[PodEndpoint]) {
     api.apply_slice(NS, endpoint_slice(name, service, "IPv4", &[("tri", 50051)], pods));
 }
+
+/// An EndpointSlice of `greeter-v1` as the endpointslice controller writes one, for the tests on a
+/// real API server: `(address, ready)` per endpoint, a pod per endpoint, and the controller's
+/// `endpoints.kubernetes.io/last-change-trigger-time` when given.
+pub fn real_slice(
+    name: &str,
+    endpoints: &[(&str, bool)],
+    trigger: Option<&str>,
+) -> k8s_openapi::api::discovery::v1::EndpointSlice {
+    let eps: Vec<_> = endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, (ip, ready))| {
+            serde_json::json!({"addresses": [ip], "conditions": {"ready": ready}, "targetRef": {"kind": "Pod", "name": format!("{name}-{i}"), "namespace": NS}})
+        })
+        .collect();
+    let annotations = trigger
+        .map(|t| serde_json::json!({ "endpoints.kubernetes.io/last-change-trigger-time": t }))
+        .unwrap_or(serde_json::json!({}));
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": name, "labels": {"kubernetes.io/service-name": "greeter-v1"}, "annotations": annotations},
+        "addressType": "IPv4",
+        "ports": [{"name": "tri", "port": 50051, "protocol": "TCP"}],
+        "endpoints": eps,
+    }))
+    .expect("slice")
+}
+
+/// On a real API server: namespace `NS` and Service `greeter-v1` annotated for the greeter 1.0.0.
+pub async fn real_namespace_and_service(client: &kube::Client) {
+    use k8s_openapi::api::core::v1::{Namespace, Service};
+    use kube::api::{Api, PostParams};
+    let pp = PostParams::default();
+    Api::<Namespace>::all(client.clone())
+        .create(&pp, &serde_json::from_value(serde_json::json!({"metadata": {"name": NS}})).expect("ns"))
+        .await
+        .expect("namespace");
+    let service: Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "greeter-v1", "annotations": {
+            "dubbo.apache.org/interface": "org.apache.dubbo.demo.GreeterService",
+            "dubbo.apache.org/version": "1.0.0"}},
+        "spec": {"ports": [{"name": "tri", "port": 50051, "targetPort": 50051}]},
+    }))
+    .expect("service");
+    Api::<Service>::namespaced(client.clone(), NS).create(&pp, &service).await.expect("service");
+}
