@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use discovery::client::{Balanced, ClientOptions};
-use discovery::{Discovery, DiscoveryConfig, EndpointKey, Metrics, Mode, ServiceRef};
+use discovery::{Discovery, EndpointKey, Metrics, ServiceRef};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -476,15 +476,8 @@ type Followed = (Discovery, Vec<Balanced>, Vec<tokio::sync::watch::Receiver<disc
 
 /// The hub following every Service, a balanced client on each, all sets complete.
 async fn follow(api: Option<String>, namespace: String, services: usize, endpoints: usize) -> Result<Followed, String> {
-    let mut cfg = DiscoveryConfig::new(Mode::Api).with_namespace(namespace);
-    cfg.api.server = api;
-    cfg.api.annotations = false;
-    cfg.api.failover = false;
-    cfg.api.request_timeout = Duration::from_secs(60);
-    cfg.api.cold_start_timeout = Duration::from_secs(240);
-    cfg.dns.server = Some(([127, 0, 0, 1], 9).into());
     let mappings: Vec<String> = (0..services).map(|i| format!("{}={}:tri", interface(i), service(i))).collect();
-    cfg.mappings = discovery::mapping::parse_mappings(&mappings.join(",")).map_err(|e| e.to_string())?;
+    let cfg = crate::scale::child_config(api, namespace, &mappings.join(","))?;
     let hub = Discovery::new(&cfg, Metrics::default()).await.map_err(|e| format!("discovery: {e}"))?;
     // As an application does at start: every reference at once.
     let watches = futures::future::join_all((0..services).map(|i| hub.service(ServiceRef::new(interface(i))))).await;

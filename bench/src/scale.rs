@@ -393,20 +393,26 @@ pub async fn bare_child(api: Option<String>, namespace: String) -> Result<(), St
     Ok(())
 }
 
-/// `dubbo-k8s-bench scale-point`: the child. Prints one JSON line when the set is complete, then
-/// answers `ok` to each `expect <ip> <0|1>` once its snapshot shows that readiness, and prints its
-/// CPU time on `done`.
-pub async fn child(api: Option<String>, namespace: String, n: usize, picks: usize) -> Result<(), String> {
+/// API mode as the benchmark's child processes run it: the server of `--api` (else the kubeconfig of
+/// KUBECONFIG), explicit `mappings`, no annotations and no failover (nothing but the watch is
+/// measured), timeouts long enough for 100,000 endpoints or 200 processes starting at once.
+pub fn child_config(api: Option<String>, namespace: String, mappings: &str) -> Result<DiscoveryConfig, String> {
     let mut cfg = DiscoveryConfig::new(Mode::Api).with_namespace(namespace);
-    // Without --api: the kubeconfig of KUBECONFIG.
     cfg.api.server = api;
     cfg.api.annotations = false;
     cfg.api.failover = false;
     cfg.api.request_timeout = Duration::from_secs(60);
-    cfg.api.cold_start_timeout = Duration::from_secs(120);
+    cfg.api.cold_start_timeout = Duration::from_secs(240);
     cfg.dns.server = Some(([127, 0, 0, 1], 9).into());
-    cfg.mappings =
-        discovery::mapping::parse_mappings(&format!("{INTERFACE}={SERVICE}:tri")).map_err(|e| e.to_string())?;
+    cfg.mappings = discovery::mapping::parse_mappings(mappings).map_err(|e| e.to_string())?;
+    Ok(cfg)
+}
+
+/// `dubbo-k8s-bench scale-point`: the child. Prints one JSON line when the set is complete, then
+/// answers `ok` to each `expect <ip> <0|1>` once its snapshot shows that readiness, and prints its
+/// CPU time on `done`.
+pub async fn child(api: Option<String>, namespace: String, n: usize, picks: usize) -> Result<(), String> {
+    let cfg = child_config(api, namespace, &format!("{INTERFACE}={SERVICE}:tri"))?;
     let rss_before = own_rss_kib().unwrap_or(0);
     let started = Instant::now();
     let hub = Discovery::new(&cfg, Metrics::default()).await.map_err(|e| format!("discovery: {e}"))?;
