@@ -396,6 +396,15 @@ async fn json_logs_carry_each_key_once() {
     }
 }
 
+/// Waits up to 20 s for the consumer's admin port to answer `/healthz`.
+async fn wait_admin(admin: std::net::SocketAddr) {
+    let until = Instant::now() + Duration::from_secs(20);
+    while http_status(admin, "GET", "/healthz").await != 200 {
+        assert!(Instant::now() < until, "the admin port did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The status code of one HTTP/1.1 request to `addr` (the test needs no HTTP client crate).
 async fn http_status(addr: std::net::SocketAddr, method: &str, path: &str) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -425,11 +434,7 @@ async fn the_admin_port_makes_no_call_unless_told_to() {
             cmd.env("CONSUMER_ADMIN_CALLS", v);
         }
         let _child = KillOnDrop(cmd.spawn().expect("spawn consumer"));
-        let until = Instant::now() + Duration::from_secs(20);
-        while http_status(admin, "GET", "/healthz").await != 200 {
-            assert!(Instant::now() < until, "the admin port did not come up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_admin(admin).await;
         assert_eq!(http_status(admin, "GET", "/call").await, 405, "GET never acts");
         assert_eq!(http_status(admin, "POST", "/call?name=x").await, expect_post, "CONSUMER_ADMIN_CALLS={allowed:?}");
         assert_eq!(http_status(admin, "GET", "/stats").await, 200);
@@ -506,11 +511,7 @@ async fn readiness_follows_discovery() {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let _child = KillOnDrop(cmd.spawn().expect("spawn consumer"));
-    let until = Instant::now() + Duration::from_secs(20);
-    while http_status(admin, "GET", "/healthz").await != 200 {
-        assert!(Instant::now() < until, "the admin port did not come up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_admin(admin).await;
     assert_eq!(http_status(admin, "GET", "/readyz").await, 503, "no provider ready yet");
     publish(&api, "ready", &p, pod("ready"));
     let until = Instant::now() + Duration::from_secs(10);
