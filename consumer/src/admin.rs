@@ -40,6 +40,12 @@ pub fn router(state: AdminState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(|State(s): State<AdminState>| async move { ready(&s.stack) }))
         .route("/debug/endpoints", get(|State(s): State<AdminState>| async move { Json(debug_json(&s.stack)) }))
+        .route(
+            "/debug/tls",
+            get(|State(s): State<AdminState>| async move {
+                Json(json!({ "tls": s.stack.balanced().and_then(discovery::client::Balanced::tls_status) }))
+            }),
+        )
         .route("/stats", get(|State(s): State<AdminState>| async move { Json(s.stack.stats()) }))
         .route("/call", post(call))
         .with_state(state)

@@ -48,6 +48,10 @@ pub enum Error {
     #[cfg(feature = "client")]
     #[error(transparent)]
     Options(#[from] crate::client::OptionsError),
+    /// TLS files cannot be used.
+    #[cfg(feature = "tls")]
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// Something that starts background tasks was called outside a Tokio runtime.
     #[error("no Tokio runtime: discovery starts background tasks; call it from within a Tokio runtime")]
     NoRuntime,
@@ -68,6 +72,8 @@ impl Error {
             Error::Mapping(_) | Error::Config(_) | Error::StaticHosts { .. } | Error::Forbidden { .. } => true,
             #[cfg(feature = "client")]
             Error::Options(_) => true,
+            #[cfg(feature = "tls")]
+            Error::Tls(_) => true,
             _ => false,
         }
     }

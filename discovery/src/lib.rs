@@ -53,6 +53,8 @@
 //!
 //! - `client`: the balanced, zone-aware Triple client ([`client::Balanced`]).
 //! - `tower` (default): a tower `Change` stream for tonic's balanced channel ([`adapter::tower`]).
+//! - `tls`: TLS and mutual TLS for Triple with certificates reloaded from their files ([`tls`]); with
+//!   `client`, [`client::ClientOptions::tls`] makes the balanced client verify providers by name.
 //! - `dubbo`: a registry extension for the `dubbo` crate (`kubernetes://`, `adapter::dubbo`); slow
 //!   to build.
 //!
@@ -91,6 +93,9 @@ mod service;
 mod source;
 mod sync;
 mod task;
+#[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+pub mod tls;
 mod wait;
 mod wire;
 

@@ -1,5 +1,5 @@
 //! The admin HTTP port: `/metrics` (Prometheus text), `/healthz` (liveness), `/readyz` (readiness:
-//! 503 once draining).
+//! 503 once draining), `/debug/tls` (the certificates in use).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,6 +20,8 @@ pub struct AdminState {
     pub registry: Arc<Registry>,
     /// Set once the drain starts.
     pub draining: Arc<AtomicBool>,
+    /// TLS, when on (`/debug/tls`).
+    pub tls: Option<discovery::tls::ServerTls>,
 }
 
 /// The router.
@@ -28,6 +30,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
+        .route("/debug/tls", get(tls))
         .with_state(state)
 }
 
@@ -50,6 +53,11 @@ async fn ready(State(s): State<AdminState>) -> impl IntoResponse {
     } else {
         (StatusCode::OK, "ready\n")
     }
+}
+
+/// What TLS material is in use and how reloads went (`{"tls": null}` when TLS is off).
+async fn tls(State(s): State<AdminState>) -> impl IntoResponse {
+    axum::Json(serde_json::json!({ "tls": s.tls.as_ref().map(discovery::tls::ServerTls::status) }))
 }
 
 /// Binds the admin port.

@@ -37,6 +37,18 @@ pub struct ProviderConfig {
     pub execution_log: Option<PathBuf>,
     /// Log format.
     pub log_format: LogFormat,
+    /// Serve Triple over TLS with this certificate chain (`PROVIDER_TLS_CERT`, a Secret's `tls.crt`).
+    pub tls_cert: Option<PathBuf>,
+    /// Its key (`PROVIDER_TLS_KEY`, `tls.key`).
+    pub tls_key: Option<PathBuf>,
+    /// Mutual TLS: callers must present a certificate signed by these CAs (`PROVIDER_TLS_CLIENT_CA`,
+    /// `ca.crt`).
+    pub tls_client_ca: Option<PathBuf>,
+    /// Mutual TLS: the names (DNS or URI SANs; `*` ends a prefix) a caller's certificate must carry
+    /// one of (`PROVIDER_TLS_ALLOW`, comma-separated; empty: any certificate the CA signed).
+    pub tls_allow: Vec<String>,
+    /// How often the TLS files are read again (`PROVIDER_TLS_RELOAD_INTERVAL`).
+    pub tls_reload_interval: Duration,
 }
 
 impl Default for ProviderConfig {
@@ -53,6 +65,11 @@ impl Default for ProviderConfig {
             duplicate_window: 10_000,
             execution_log: None,
             log_format: LogFormat::Text,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            tls_allow: Vec::new(),
+            tls_reload_interval: discovery::tls::DEFAULT_RELOAD_INTERVAL,
         }
     }
 }
@@ -71,6 +88,11 @@ struct Raw {
     duplicate_window: Option<Var<usize>>,
     execution_log: Option<Var<PathBuf>>,
     log_format: Option<Var<LogFormat>>,
+    tls_cert: Option<Var<PathBuf>>,
+    tls_key: Option<Var<PathBuf>>,
+    tls_client_ca: Option<Var<PathBuf>>,
+    tls_allow: Option<Var<String>>,
+    tls_reload_interval: Option<Var<Duration>>,
 }
 
 fn set<T>(slot: &mut T, given: Option<Var<T>>) {
@@ -107,6 +129,14 @@ impl ProviderConfig {
         set(&mut c.duplicate_window, raw.duplicate_window);
         c.execution_log = raw.execution_log.map(|v| v.0).or(c.execution_log);
         set(&mut c.log_format, raw.log_format);
+        c.tls_cert = raw.tls_cert.map(|v| v.0);
+        c.tls_key = raw.tls_key.map(|v| v.0);
+        c.tls_client_ca = raw.tls_client_ca.map(|v| v.0);
+        c.tls_allow = raw
+            .tls_allow
+            .map(|v| v.0.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+            .unwrap_or_default();
+        set(&mut c.tls_reload_interval, raw.tls_reload_interval);
         c.validate()?;
         Ok(c)
     }
@@ -117,7 +147,63 @@ impl ProviderConfig {
             let n = self.duplicate_window.to_string();
             return Err(ConfigError::invalid("PROVIDER_DUPLICATE_WINDOW", n, "expected 0 to 10000000"));
         }
+        let shown = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => {
+                return Err(ConfigError::invalid(
+                    "PROVIDER_TLS_KEY",
+                    "",
+                    "is required with PROVIDER_TLS_CERT (tls.key)",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::invalid(
+                    "PROVIDER_TLS_CERT",
+                    "",
+                    "is required with PROVIDER_TLS_KEY (tls.crt)",
+                ));
+            }
+            _ => {}
+        }
+        if self.tls_cert.is_none() && self.tls_client_ca.is_some() {
+            return Err(ConfigError::invalid(
+                "PROVIDER_TLS_CLIENT_CA",
+                shown(&self.tls_client_ca),
+                "needs TLS: set PROVIDER_TLS_CERT and PROVIDER_TLS_KEY too",
+            ));
+        }
+        if self.tls_client_ca.is_none() && !self.tls_allow.is_empty() {
+            return Err(ConfigError::invalid(
+                "PROVIDER_TLS_ALLOW",
+                self.tls_allow.join(","),
+                "needs mutual TLS: set PROVIDER_TLS_CLIENT_CA (the CA of the callers' certificates)",
+            ));
+        }
+        if let Err(reason) = discovery::tls::Authorizer::new(&self.tls_allow) {
+            return Err(ConfigError::invalid("PROVIDER_TLS_ALLOW", self.tls_allow.join(","), reason));
+        }
+        let every = self.tls_reload_interval;
+        if every < Duration::from_millis(100) || every > Duration::from_secs(3600) {
+            return Err(ConfigError::invalid(
+                "PROVIDER_TLS_RELOAD_INTERVAL",
+                format!("{every:?}"),
+                "expected 100ms to 1h",
+            ));
+        }
         Ok(())
+    }
+
+    /// The TLS options, when TLS is on; the files are read by [`discovery::tls::ServerTls::start`].
+    pub fn tls(&self) -> Option<discovery::tls::ServerTlsOptions> {
+        use discovery::tls::{FileRef, ServerTlsOptions, TlsFiles};
+        let (cert, key) = (self.tls_cert.as_ref()?, self.tls_key.as_ref()?);
+        let mut files = TlsFiles::new()
+            .with_pair(FileRef::new("PROVIDER_TLS_CERT", cert), FileRef::new("PROVIDER_TLS_KEY", key))
+            .with_reload_interval(self.tls_reload_interval);
+        if let Some(ca) = &self.tls_client_ca {
+            files = files.with_ca(FileRef::new("PROVIDER_TLS_CLIENT_CA", ca));
+        }
+        Some(ServerTlsOptions::new(files))
     }
 }
 

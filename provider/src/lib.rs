@@ -8,6 +8,7 @@ pub mod executions;
 pub mod greeter;
 pub mod server;
 pub mod telemetry;
+pub mod tls;
 
 /// Generated from `proto/greeter.proto`: messages, server and client of
 /// `org.apache.dubbo.demo.GreeterService`.

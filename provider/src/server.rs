@@ -17,7 +17,6 @@ use tokio::task::JoinHandle;
 use tonic::codec::CompressionEncoding;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
 
 use crate::admin::{self, AdminState};
@@ -26,6 +25,8 @@ use crate::executions::Executions;
 use crate::greeter::{CallMetrics, Greeter, identity_check};
 use crate::pb::Instance;
 use crate::pb::greeter_service_server::GreeterServiceServer;
+use crate::tls::{TlsCallMetrics, caller_check};
+use discovery::tls::{Authorizer, ServerTls, TlsError, TlsMetrics};
 
 /// The gRPC health service name for liveness probes (SERVING until the process exits).
 pub const LIVENESS: &str = "liveness";
@@ -51,6 +52,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// TLS files cannot be used.
+    #[error("{0}")]
+    Tls(#[from] discovery::tls::TlsError),
     /// The Triple server failed.
     #[error("triple server failed: {0}")]
     Serve(#[source] tonic::transport::Error),
@@ -60,7 +64,7 @@ impl Error {
     /// Exit code: 2 for what configuration can fix, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::ExecutionLog { .. } => 2,
+            Error::ExecutionLog { .. } | Error::Tls(_) => 2,
             _ => 1,
         }
     }
@@ -77,6 +81,7 @@ pub struct Provider {
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     admin: JoinHandle<()>,
     cfg: ProviderConfig,
+    tls: Option<ServerTls>,
 }
 
 impl Drop for Provider {
@@ -111,14 +116,26 @@ impl Provider {
         let greeter = GreeterServiceServer::new(Greeter::new(instance, metrics.clone(), executions))
             .accept_compressed(CompressionEncoding::Gzip)
             .send_compressed(CompressionEncoding::Gzip);
-        let greeter = InterceptedService::new(greeter, identity_check(cfg.version.clone(), cfg.group.clone(), metrics));
+        let tls = match cfg.tls() {
+            Some(opts) => {
+                let metrics = TlsMetrics::register(registry.sub_registry_with_prefix("provider"));
+                Some(ServerTls::start(opts, metrics)?)
+            }
+            None => None,
+        };
+        let allow = Authorizer::new(&cfg.tls_allow).map_err(|reason| {
+            Error::Tls(TlsError::Missing { what: "a valid PROVIDER_TLS_ALLOW".into(), why: reason })
+        })?;
+        let mut caller = caller_check(tls.clone(), allow, TlsCallMetrics::register(&mut registry));
+        let mut identity = identity_check(cfg.version.clone(), cfg.group.clone(), metrics);
+        let greeter = InterceptedService::new(greeter, move |req| identity(caller(req)?));
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<GreeterServiceServer<Greeter>>().await;
         // Liveness stays SERVING through the drain: a draining provider is alive, only not ready.
         health.set_service_status(LIVENESS, tonic_health::ServingStatus::Serving).await;
 
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming = crate::tls::incoming(listener, tls.clone());
         let server = tokio::spawn(
             Server::builder().add_service(health_service).add_service(greeter).serve_with_incoming_shutdown(
                 incoming,
@@ -127,19 +144,29 @@ impl Provider {
                 },
             ),
         );
-        let state = AdminState { registry: Arc::new(registry), draining: draining.clone() };
+        let state = AdminState { registry: Arc::new(registry), draining: draining.clone(), tls: tls.clone() };
         let admin = tokio::spawn(async move {
             if let Err(e) = axum::serve(admin_listener, admin::router(state)).await {
                 warn!(error = %e, "admin server failed");
             }
         });
-        info!(%addr, %admin_addr, version = %cfg.version, group = %cfg.group, instance = %cfg.instance, "provider serving");
-        Ok(Provider { addr, admin_addr, draining, health, stop: Some(stop_tx), server, admin, cfg })
+        let mode = match &tls {
+            Some(t) if t.mutual() => "mutual TLS",
+            Some(_) => "TLS",
+            None => "plaintext",
+        };
+        info!(%addr, %admin_addr, version = %cfg.version, group = %cfg.group, instance = %cfg.instance, mode, "provider serving");
+        Ok(Provider { addr, admin_addr, draining, health, stop: Some(stop_tx), server, admin, cfg, tls })
     }
 
     /// The Triple address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The TLS state (what is loaded, reloads), when TLS is on.
+    pub fn tls_status(&self) -> Option<discovery::tls::TlsStatus> {
+        self.tls.as_ref().map(ServerTls::status)
     }
 
     /// The admin HTTP address.

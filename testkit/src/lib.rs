@@ -2,11 +2,14 @@
 //! applications' tests and benchmarks: a Kubernetes API server (list/watch of EndpointSlices,
 //! Services, SelfSubjectAccessReviews) and an authoritative DNS server answering like CoreDNS.
 //! Both can be stopped, restarted and made to misbehave. And a TCP proxy that resets connections
-//! in flight. With the `envtest` feature, a real kube-apiserver and etcd from `KUBEBUILDER_ASSETS`.
+//! in flight. With the `envtest` feature, a real kube-apiserver and etcd from `KUBEBUILDER_ASSETS`; with
+//! `certs`, test certificates and a directory that changes as a mounted Secret does.
 
 #![warn(missing_docs)]
 
 pub mod api;
+#[cfg(feature = "certs")]
+pub mod certs;
 pub mod dns;
 #[cfg(feature = "envtest")]
 pub mod envtest;

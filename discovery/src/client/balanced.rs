@@ -43,6 +43,12 @@ impl Balanced {
         if opts.node.is_none() {
             opts.node.clone_from(&hub.config().locality.node_name);
         }
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &mut opts.tls
+            && tls.cluster_domain.is_none()
+        {
+            tls.cluster_domain = Some(hub.config().dns.cluster_domain.clone());
+        }
         let watch = hub.service(service).await?;
         let zone = match &opts.zone {
             Some(z) => ZoneSource::Fixed(Some(z.clone())),
@@ -73,7 +79,21 @@ impl Balanced {
         };
         let (answered_tx, answered) = watch::channel(false);
         let (routable_tx, routable) = watch::channel(false);
-        let shared = Arc::new(Shared::new(watch.clone(), opts, answered));
+        #[cfg(feature = "tls")]
+        let tls = match &opts.tls {
+            Some(t) => {
+                let domain = t.cluster_domain.clone().unwrap_or_else(|| "cluster.local".to_owned());
+                Some((crate::tls::ClientTls::start(t, opts.metrics.tls.clone())?, domain))
+            }
+            None => None,
+        };
+        #[allow(unused_mut)]
+        let mut shared = Shared::new(watch.clone(), opts, answered);
+        #[cfg(feature = "tls")]
+        {
+            shared.tls = tls;
+        }
+        let shared = Arc::new(shared);
         let updater = Updater {
             shared: Arc::downgrade(&shared),
             updates: watch.updates(),
@@ -91,6 +111,12 @@ impl Balanced {
     /// The service followed.
     pub fn service(&self) -> &ServiceWatch {
         &self.shared.watch
+    }
+
+    /// The TLS state (what is loaded, reloads), when the client uses TLS.
+    #[cfg(feature = "tls")]
+    pub fn tls_status(&self) -> Option<crate::tls::TlsStatus> {
+        self.shared.tls.as_ref().map(|(t, _)| t.status())
     }
 
     /// Waits until discovery has answered (possibly with no endpoint), up to `timeout`.

@@ -53,6 +53,8 @@ struct Call {
     tried: Vec<EndpointKey>,
     attempts: u32,
     last: Option<(Cause, String)>,
+    /// TLS failures of this call while no endpoint answered.
+    tls_failures: u32,
 }
 
 /// An attempt that did not end in an answer to pass on.
@@ -112,6 +114,7 @@ impl Call {
             tried: Vec::new(),
             attempts: 0,
             last: None,
+            tls_failures: 0,
         })
     }
 
@@ -269,7 +272,13 @@ impl Shared {
                 let waited = limit.saturating_duration_since(now);
                 return Err(failure(cause, member, format!("no response within {waited:?}")));
             }
-            Ok(Err(error)) => return Err(failure(classify(&error), member, chain(&error))),
+            Ok(Err(error)) => {
+                #[cfg(feature = "tls")]
+                if let Some((cause, detail)) = member.tls_alert.as_ref().and_then(|a| a.take_recent()) {
+                    return Err(failure(super::cause::from_tls(cause), member, detail));
+                }
+                return Err(failure(classify(&error), member, chain(&error)));
+            }
             Ok(Ok(response)) => response,
         };
         member.answered_ms.store(self.now_ms().max(1), Ordering::Relaxed);
@@ -332,6 +341,23 @@ impl Shared {
                 f.detail
             );
             return Next::Fail(call.status(cause, tonic::Code::DeadlineExceeded, msg));
+        }
+        if cause.is_tls() && !super::pool::others_answered(self, &f.member, f.others_since_ms) {
+            // No other endpoint answers: one more endpoint is tried (one bad pod at a cold start is
+            // routed around), and a second TLS failure says the CA, the name or a certificate is
+            // wrong for all of them. Trying further would fail the same way (a retry storm), and
+            // ejecting would empty the pool for a configuration error.
+            call.tls_failures += 1;
+            if call.tls_failures >= 2 || self.members.load().all.len() < 2 {
+                self.call_ended(Err(cause));
+                let msg = format!(
+                    "{msg}; TLS failed on {} endpoint(s) and none has answered lately, so this is taken for a TLS \
+                     configuration error: not retried further, no endpoint ejected (check DISCOVERY_TLS_CA, \
+                     DISCOVERY_TLS_SERVER_NAME and the providers' certificates)",
+                    call.tls_failures
+                );
+                return Next::Fail(call.status(cause, cause.code(), msg));
+            }
         }
         if !cause.replayable(call.idempotent) {
             self.call_ended(Err(cause));

@@ -46,6 +46,15 @@ pub enum Cause {
     Status,
     /// Any other transport failure. Maybe processed.
     Transport,
+    /// TLS: the provider's certificate is not signed by a trusted CA. Not processed.
+    TlsUnknownCa,
+    /// TLS: the provider's certificate does not carry the name asked for. Not processed.
+    TlsNameMismatch,
+    /// TLS: the provider's certificate has expired or is not valid yet. Not processed.
+    TlsExpired,
+    /// TLS: the handshake failed otherwise (the provider refused our certificate, or does not speak
+    /// TLS). Not processed.
+    TlsHandshake,
 }
 
 /// What a failure says about the request.
@@ -74,10 +83,14 @@ const ALL: &[Cause] = &[
     Cause::NotReady,
     Cause::Status,
     Cause::Transport,
+    Cause::TlsUnknownCa,
+    Cause::TlsNameMismatch,
+    Cause::TlsExpired,
+    Cause::TlsHandshake,
 ];
 
 /// How many causes there are (for counters indexed by cause).
-pub(crate) const COUNT: usize = 13;
+pub(crate) const COUNT: usize = 17;
 
 impl Cause {
     /// Every cause.
@@ -101,6 +114,10 @@ impl Cause {
             Cause::NotReady => "not_ready",
             Cause::Status => "status",
             Cause::Transport => "transport",
+            Cause::TlsUnknownCa => "tls_unknown_ca",
+            Cause::TlsNameMismatch => "tls_name_mismatch",
+            Cause::TlsExpired => "tls_expired",
+            Cause::TlsHandshake => "tls_handshake",
         }
     }
 
@@ -114,7 +131,11 @@ impl Cause {
             | Cause::ConnectTimeout
             | Cause::ConnectFailed
             | Cause::Canceled
-            | Cause::RefusedStream => Delivery::NotProcessed,
+            | Cause::RefusedStream
+            | Cause::TlsUnknownCa
+            | Cause::TlsNameMismatch
+            | Cause::TlsExpired
+            | Cause::TlsHandshake => Delivery::NotProcessed,
             Cause::ConnectionLost | Cause::Unavailable | Cause::AttemptTimeout | Cause::Deadline | Cause::Transport => {
                 Delivery::MaybeProcessed
             }
@@ -133,8 +154,8 @@ impl Cause {
         }
     }
 
-    /// Whether it counts against the endpoint's health (outlier detection). Timeouts count only
-    /// when other endpoints answer meanwhile; the caller decides that.
+    /// Whether it counts against the endpoint's health (outlier detection). Timeouts and TLS
+    /// failures count only when other endpoints answer meanwhile; the caller decides that.
     pub(crate) fn endpoint_fault(self) -> bool {
         matches!(
             self,
@@ -147,7 +168,17 @@ impl Cause {
                 | Cause::Unavailable
                 | Cause::AttemptTimeout
                 | Cause::Deadline
+                | Cause::TlsUnknownCa
+                | Cause::TlsNameMismatch
+                | Cause::TlsExpired
+                | Cause::TlsHandshake
         )
+    }
+
+    /// A TLS failure: when no other endpoint answers either, it is the configuration's (a CA, a
+    /// name, a certificate), not one endpoint's: not retried elsewhere, nothing ejected.
+    pub fn is_tls(self) -> bool {
+        matches!(self, Cause::TlsUnknownCa | Cause::TlsNameMismatch | Cause::TlsExpired | Cause::TlsHandshake)
     }
 
     /// A timeout: it counts against the endpoint only when others answer meanwhile.
@@ -170,6 +201,10 @@ pub(crate) fn classify(err: &(dyn StdError + 'static)) -> Cause {
     let mut cur = Some(err);
     let mut connect = false;
     while let Some(e) = cur {
+        #[cfg(feature = "tls")]
+        if let Some(cause) = tls_cause(e) {
+            return cause;
+        }
         if let Some(client) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
             connect |= client.is_connect();
         }
@@ -214,6 +249,35 @@ pub(crate) fn classify(err: &(dyn StdError + 'static)) -> Cause {
         cur = e.source();
     }
     if connect { Cause::ConnectFailed } else { Cause::Transport }
+}
+
+/// A TLS failure in the chain: our connector's handshake error, or a rustls error inside an I/O
+/// error (a provider that refuses our certificate says so after the handshake, on the first read).
+#[cfg(feature = "tls")]
+fn tls_cause(e: &(dyn StdError + 'static)) -> Option<Cause> {
+    use crate::tls::{HandshakeError, TlsCause};
+    let tls = if let Some(h) = e.downcast_ref::<HandshakeError>() {
+        h.cause()
+    } else if let Some(r) =
+        e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()).and_then(|i| i.downcast_ref::<rustls::Error>())
+    {
+        TlsCause::of(r)
+    } else {
+        return None;
+    };
+    Some(from_tls(tls))
+}
+
+/// The cause of a call for a TLS failure.
+#[cfg(feature = "tls")]
+pub(crate) fn from_tls(tls: crate::tls::TlsCause) -> Cause {
+    use crate::tls::TlsCause;
+    match tls {
+        TlsCause::UnknownCa => Cause::TlsUnknownCa,
+        TlsCause::NameMismatch => Cause::TlsNameMismatch,
+        TlsCause::Expired => Cause::TlsExpired,
+        _ => Cause::TlsHandshake,
+    }
 }
 
 #[cfg(test)]

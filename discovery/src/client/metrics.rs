@@ -30,12 +30,16 @@ pub struct ClientMetrics {
     zone_calls: Family<Labels, Counter>,
     members: Family<Labels, Gauge>,
     restarts: Family<Labels, Counter>,
+    /// TLS reloads and handshakes (`discovery_client_tls_*`).
+    #[cfg(feature = "tls")]
+    pub(crate) tls: crate::tls::TlsMetrics,
 }
 
 impl ClientMetrics {
     /// New metrics registered under `discovery_client_*` in `registry`.
     pub fn register(registry: &mut Registry) -> Self {
-        let m = ClientMetrics::default();
+        #[allow(unused_mut)]
+        let mut m = ClientMetrics::default();
         let r = registry.sub_registry_with_prefix("discovery_client");
         r.register("calls", "Calls by outcome (ok, or the cause of the failure)", m.calls.clone());
         r.register(
@@ -63,6 +67,10 @@ impl ClientMetrics {
             "Restarts of the task that keeps the client's pool in step with discovery, after a panic",
             m.restarts.clone(),
         );
+        #[cfg(feature = "tls")]
+        {
+            m.tls = crate::tls::TlsMetrics::register(r);
+        }
         m
     }
 

@@ -54,6 +54,8 @@ mod pool;
 mod shared;
 mod stats;
 mod subset;
+#[cfg(feature = "tls")]
+mod tls_connector;
 mod zone;
 
 pub use balanced::Balanced;

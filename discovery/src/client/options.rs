@@ -109,6 +109,12 @@ pub struct ClientOptions {
     /// Send a request id (`dubbo-k8s-request-id`, the same on every attempt of one call) so that
     /// providers can count calls executed more than once. A caller's own header is kept.
     pub request_ids: bool,
+    /// TLS to the providers (feature `tls`; `None`: plaintext). Read from `DISCOVERY_TLS_CA`,
+    /// `DISCOVERY_TLS_CERT`, `DISCOVERY_TLS_KEY`, `DISCOVERY_TLS_SERVER_NAME`,
+    /// `DISCOVERY_TLS_RELOAD_INTERVAL` by [`ClientOptions::from_env`]; the files are loaded (and an
+    /// unusable one refused) when the client is built.
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::ClientTlsOptions>,
     /// Per-method policies (see [`ClientOptions::method`]).
     methods: MethodPolicies,
     /// Where metrics go.
@@ -135,6 +141,8 @@ impl Default for ClientOptions {
             zone_spill_in_flight: 32,
             departed_grace: Duration::from_secs(10),
             request_ids: true,
+            #[cfg(feature = "tls")]
+            tls: None,
             methods: MethodPolicies::default(),
             metrics: ClientMetrics::default(),
         }
@@ -154,6 +162,69 @@ struct Raw {
     zone_aware: Option<Var<bool>>,
     zone_spill_in_flight: Option<Var<usize>>,
     departed_grace: Option<Var<Duration>>,
+    #[cfg(feature = "tls")]
+    tls_ca: Option<Var<std::path::PathBuf>>,
+    #[cfg(feature = "tls")]
+    tls_cert: Option<Var<std::path::PathBuf>>,
+    #[cfg(feature = "tls")]
+    tls_key: Option<Var<std::path::PathBuf>>,
+    #[cfg(feature = "tls")]
+    tls_server_name: Option<Var<String>>,
+    #[cfg(feature = "tls")]
+    tls_reload_interval: Option<Var<Duration>>,
+}
+
+/// TLS options from the `DISCOVERY_TLS_*` variables: none set is plaintext; a certificate or a
+/// server name without a CA bundle is an error naming `DISCOVERY_TLS_CA`.
+#[cfg(feature = "tls")]
+fn tls_from_raw(
+    ca: Option<Var<std::path::PathBuf>>,
+    cert: Option<Var<std::path::PathBuf>>,
+    key: Option<Var<std::path::PathBuf>>,
+    server_name: Option<Var<String>>,
+    reload: Option<Var<Duration>>,
+) -> Result<Option<crate::tls::ClientTlsOptions>, ConfigError> {
+    use crate::tls::{ClientTlsOptions, FileRef, ServerIdentity, TlsFiles};
+    let Some(Var(ca)) = ca else {
+        if cert.is_some() || key.is_some() || server_name.is_some() {
+            return Err(ConfigError::invalid(
+                "DISCOVERY_TLS_CA",
+                "",
+                "is required with DISCOVERY_TLS_CERT, DISCOVERY_TLS_KEY or DISCOVERY_TLS_SERVER_NAME: the CA bundle \
+                 (ca.crt) that signs the providers' certificates",
+            ));
+        }
+        return Ok(None);
+    };
+    let mut files = TlsFiles::new().with_ca(FileRef::new("DISCOVERY_TLS_CA", ca));
+    match (cert, key) {
+        (Some(Var(c)), Some(Var(k))) => {
+            files = files.with_pair(FileRef::new("DISCOVERY_TLS_CERT", c), FileRef::new("DISCOVERY_TLS_KEY", k));
+        }
+        (None, None) => {}
+        (Some(_), None) => {
+            return Err(ConfigError::invalid("DISCOVERY_TLS_KEY", "", "is required with DISCOVERY_TLS_CERT (tls.key)"));
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::invalid("DISCOVERY_TLS_CERT", "", "is required with DISCOVERY_TLS_KEY (tls.crt)"));
+        }
+    }
+    if let Some(Var(every)) = reload {
+        if every < Duration::from_millis(100) || every > Duration::from_secs(3600) {
+            return Err(ConfigError::invalid(
+                "DISCOVERY_TLS_RELOAD_INTERVAL",
+                format!("{every:?}"),
+                "expected 100ms to 1h",
+            ));
+        }
+        files = files.with_reload_interval(every);
+    }
+    let server = match server_name {
+        Some(Var(name)) => ServerIdentity::parse(&name)
+            .map_err(|reason| ConfigError::invalid("DISCOVERY_TLS_SERVER_NAME", &name, reason))?,
+        None => ServerIdentity::ServiceDns,
+    };
+    Ok(Some(ClientTlsOptions::new(files).with_server(server)))
 }
 
 /// The `DISCOVERY_*` variable that sets each checked field, for messages about values read from
@@ -194,6 +265,10 @@ impl ClientOptions {
         set(&mut o.outlier.max_ejection, raw.outlier_max_ejection);
         set(&mut o.outlier.max_ejected_percent, raw.outlier_max_ejected_percent);
         o.client_id = raw.client_id.map(|v| v.0).or_else(|| host_name(vars));
+        #[cfg(feature = "tls")]
+        {
+            o.tls = tls_from_raw(raw.tls_ca, raw.tls_cert, raw.tls_key, raw.tls_server_name, raw.tls_reload_interval)?;
+        }
         o.validate().map_err(|e| {
             let variable = VARIABLES
                 .iter()
@@ -203,6 +278,13 @@ impl ClientOptions {
             ConfigError::invalid(variable, e.value(), reason)
         })?;
         Ok(o)
+    }
+
+    /// Sets [`ClientOptions::tls`].
+    #[cfg(feature = "tls")]
+    pub fn with_tls(mut self, tls: crate::tls::ClientTlsOptions) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Declares the policy of one method (`/<package>.<Service>/<Method>`) or of every method of a

@@ -54,6 +54,10 @@ pub(crate) struct Member {
     pub slow_start: (Duration, f64),
     /// When the client took it in.
     pub since: Instant,
+    /// A TLS alert its connection received after the handshake (a provider refusing our
+    /// certificate says so on the first read; HTTP/2 keeps only the text of such errors).
+    #[cfg(feature = "tls")]
+    pub tls_alert: Option<Arc<super::tls_connector::AlertSlot>>,
 }
 
 impl std::fmt::Debug for Member {
@@ -376,13 +380,25 @@ fn zone_stat(shared: &Shared, endpoint_zone: Option<&str>, client_zone: Option<&
 
 fn member(shared: &Shared, e: Arc<Endpoint>, initialized: bool, zone: Option<&str>) -> Result<Member, String> {
     let opts = &shared.opts;
-    let channel = TonicEndpoint::from_shared(format!("http://{}", e.key()))
+    let endpoint = TonicEndpoint::from_shared(format!("http://{}", e.key()))
         .map_err(|err| err.to_string())?
         .connect_timeout(opts.connect_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_while_idle(true)
-        .connect_lazy();
+        .keep_alive_while_idle(true);
+    #[cfg(feature = "tls")]
+    let (channel, tls_alert) = match &shared.tls {
+        Some((tls, domain)) => {
+            let t = shared.watch.target();
+            let name = tls.server_name(&t.service, &t.namespace, domain);
+            let connector = super::tls_connector::TlsConnector::new(tls.clone(), &name)?;
+            let alert = connector.alerts();
+            (endpoint.connect_with_connector_lazy(connector), Some(alert))
+        }
+        None => (endpoint.connect_lazy(), None),
+    };
+    #[cfg(not(feature = "tls"))]
+    let channel = endpoint.connect_lazy();
     let stat = zone_stat(shared, e.zone.as_deref(), zone);
     let now = Instant::now();
     let ramp_until = (initialized && !opts.slow_start.is_zero()).then(|| now + opts.slow_start);
@@ -400,6 +416,17 @@ fn member(shared: &Shared, e: Arc<Endpoint>, initialized: bool, zone: Option<&st
         zone: ArcSwap::new(Arc::new(stat)),
         slow_start: (opts.slow_start, opts.slow_start_min_weight),
         since: now,
+        #[cfg(feature = "tls")]
+        tls_alert,
+    })
+}
+
+/// Whether another member than `m` answered since `since_ms`.
+pub(crate) fn others_answered(shared: &Shared, m: &Member, since_ms: u64) -> bool {
+    shared.members.load().all.iter().any(|o| {
+        let answered = o.answered_ms.load(Ordering::Relaxed);
+        // 0: never answered (answers are stored as at least 1).
+        o.key != m.key && answered > 0 && answered >= since_ms
     })
 }
 
@@ -412,12 +439,10 @@ pub(crate) fn record_failure(shared: &Shared, m: &Member, cause: Cause, others_s
     if !cause.endpoint_fault() {
         return;
     }
-    let members = shared.members.load();
-    if cause.is_timeout()
-        && !members.all.iter().any(|o| o.key != m.key && o.answered_ms.load(Ordering::Relaxed) >= others_since_ms)
-    {
+    if (cause.is_timeout() || cause.is_tls()) && !others_answered(shared, m, others_since_ms) {
         return;
     }
+    let members = shared.members.load();
     if !m.health.failure(&shared.opts.outlier) {
         return;
     }

@@ -42,6 +42,9 @@ pub(crate) struct Shared {
     pub zone: ArcSwap<Option<String>>,
     pub epoch: Instant,
     pub task: Mutex<Option<JoinHandle<()>>>,
+    /// TLS to the providers, and the cluster domain of the Service names it verifies.
+    #[cfg(feature = "tls")]
+    pub tls: Option<(crate::tls::ClientTls, String)>,
     /// Request ids: a random prefix per client and a counter.
     id_prefix: u64,
     id_next: AtomicU64,
@@ -72,6 +75,8 @@ impl Shared {
             zone: ArcSwap::new(Arc::new(opts.zone.clone())),
             epoch: Instant::now(),
             task: Mutex::new(None),
+            #[cfg(feature = "tls")]
+            tls: None,
             id_prefix: rand::random(),
             id_next: AtomicU64::new(0),
             key,
@@ -102,14 +107,31 @@ impl Shared {
     }
 
     /// One log line per (cause, endpoint) that failed since the last one: at most one per second.
+    /// TLS failures are summed over the endpoints: one line per cause whatever the pool's size (a
+    /// CA or name mistake fails them all alike).
     pub(crate) fn log_failures<'a>(&self, members: impl IntoIterator<Item = &'a Arc<Member>>) {
+        let mut tls: BTreeMap<Cause, (u64, usize, EndpointKey)> = BTreeMap::new();
         for m in members {
             for cause in Cause::all() {
                 let n = m.unlogged[cause.index()].swap(0, Ordering::Relaxed);
-                if n > 0 {
+                if n > 0 && cause.is_tls() {
+                    let e = tls.entry(*cause).or_insert((0, 0, m.key));
+                    e.0 += n;
+                    e.1 += 1;
+                } else if n > 0 {
                     warn!(service = %self.key, endpoint = %m.key, cause = cause.as_str(), failures = n, "attempts failed in the last second");
                 }
             }
+        }
+        for (cause, (failures, endpoints, example)) in tls {
+            warn!(
+                service = %self.key,
+                cause = cause.as_str(),
+                failures,
+                endpoints,
+                %example,
+                "TLS handshakes failed in the last second (the calls' errors say why)"
+            );
         }
         for cause in Cause::all() {
             let n = self.counters.unlogged[cause.index()].swap(0, Ordering::Relaxed);
