@@ -224,6 +224,11 @@ fn tls_from_raw(
             .map_err(|reason| ConfigError::invalid("DISCOVERY_TLS_SERVER_NAME", &name, reason))?,
         None => ServerIdentity::ServiceDns,
     };
+    // Unreadable or unusable files are refused now, naming the variable and the file.
+    files.check_files().map_err(|e| match e.file() {
+        Some(f) => ConfigError::invalid(&f.named_by, f.path.display().to_string(), e.to_string()),
+        None => ConfigError::invalid("DISCOVERY_TLS_CA", "", e.to_string()),
+    })?;
     Ok(Some(ClientTlsOptions::new(files).with_server(server)))
 }
 

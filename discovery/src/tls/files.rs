@@ -86,6 +86,13 @@ impl TlsFiles {
         self
     }
 
+    /// Reads and checks the files once, as a start does (for configuration checks that should fail
+    /// before anything runs).
+    pub fn check_files(&self) -> Result<(), TlsError> {
+        let contents = Contents::read(self)?;
+        Material::load(self, &contents, unix_now()).map(drop)
+    }
+
     pub(crate) fn check(&self, side: &str) -> Result<(), TlsError> {
         match (&self.cert, &self.key) {
             (Some(_), None) => return Err(TlsError::missing(format!("{side} key"), "a certificate needs its key")),
@@ -178,6 +185,18 @@ impl TlsError {
 
     fn unusable(file: &FileRef, expected: &'static str, reason: impl fmt::Display) -> Self {
         TlsError::Unusable { file: file.clone(), expected, reason: reason.to_string() }
+    }
+
+    /// The file at fault, when one is (for a key that does not match, the key).
+    pub fn file(&self) -> Option<&FileRef> {
+        match self {
+            TlsError::Missing { .. } => None,
+            TlsError::Read { file, .. }
+            | TlsError::Unusable { file, .. }
+            | TlsError::Expired { file, .. }
+            | TlsError::NotYetValid { file, .. } => Some(file),
+            TlsError::KeyMismatch { key, .. } => Some(key),
+        }
     }
 
     /// A short label for metrics and tables: `missing`, `unreadable`, `unusable`, `key_mismatch`,
@@ -301,7 +320,7 @@ impl Material {
     pub(crate) fn load(files: &TlsFiles, contents: &Contents, now: i64) -> Result<Material, TlsError> {
         let mut material = Material { certified: None, cert: None, roots: None, cas: Vec::new() };
         if let (Some(cert_file), Some(key_file)) = (&files.cert, &files.key) {
-            let chain = certificates(cert_file, &contents.cert)?;
+            let chain = certificates(cert_file, &contents.cert, "certificate")?;
             let info = CertInfo::parse(&chain[0]).map_err(|e| TlsError::unusable(cert_file, "certificate", e))?;
             if now > info.not_after {
                 return Err(TlsError::Expired {
@@ -334,7 +353,7 @@ impl Material {
         }
         if let Some(ca_file) = &files.ca {
             let mut roots = RootCertStore::empty();
-            for der in certificates(ca_file, &contents.ca)? {
+            for der in certificates(ca_file, &contents.ca, "CA certificate")? {
                 let info = CertInfo::parse(&der).map_err(|e| TlsError::unusable(ca_file, "CA certificate", e))?;
                 roots.add(der).map_err(|e| TlsError::unusable(ca_file, "CA certificate", e))?;
                 material.cas.push(info);
@@ -345,12 +364,12 @@ impl Material {
     }
 }
 
-fn certificates(file: &FileRef, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+fn certificates(file: &FileRef, pem: &[u8], expected: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| TlsError::unusable(file, "certificate", e))?;
+        .map_err(|e| TlsError::unusable(file, expected, e))?;
     if chain.is_empty() {
-        return Err(TlsError::unusable(file, "certificate", "no PEM CERTIFICATE block"));
+        return Err(TlsError::unusable(file, expected, "no PEM CERTIFICATE block"));
     }
     Ok(chain)
 }
