@@ -8,7 +8,9 @@
 //!   controller would.
 //!
 //! In both, a provider is stopped and another started under traffic: the consumer must follow with
-//! no failed call. Containers run as the manifests run pods: read-only root, no capabilities, no
+//! no failed call. Then TLS mode: mutual TLS with the Secrets' directories bind-mounted as kubelet
+//! mounts them, certificates and a CA rotated under traffic (0 failed calls; when each side picked
+//! the new material up is printed). Containers run as the manifests run pods: read-only root, no capabilities, no
 //! privilege escalation, a non-root user. The images are the ones `scripts/build` makes from the
 //! shipped Dockerfile (`IMAGE_PREFIX`/`TAG` as for it; default `dubbo-k8s/*:dev`); nothing is pulled.
 //!
@@ -93,13 +95,29 @@ impl Run {
 
     /// A provider; with an alias, it is one more A record of that name in Docker's DNS.
     async fn provider(&mut self, name: &str, version: &str, alias: Option<&str>) -> IpAddr {
-        let env = [
+        self.provider_with(name, version, alias, &[], None).await
+    }
+
+    /// A provider with more variables, and a host directory mounted read-only at `TLS_DIR`.
+    async fn provider_with(
+        &mut self,
+        name: &str,
+        version: &str,
+        alias: Option<&str>,
+        extra: &[(&str, &str)],
+        tls: Option<&std::path::Path>,
+    ) -> IpAddr {
+        let mut env = vec![
             ("POD_NAME", name),
             ("PROVIDER_VERSION", version),
             ("PROVIDER_DRAIN", "2s"),
             ("PROVIDER_SHUTDOWN_TIMEOUT", "5s"),
         ];
-        let req = self.request("provider", name, &env);
+        env.extend_from_slice(extra);
+        let mut req = self.request("provider", name, &env);
+        if let Some(dir) = tls {
+            req = req.with_mount(secret_mount(dir));
+        }
         let ip = self.start(name, req).await;
         if let Some(alias) = alias {
             self.alias(name, alias).await;
@@ -120,6 +138,10 @@ impl Run {
     }
 
     async fn consumer(&mut self, name: &str, env: &[(&str, &str)]) -> SocketAddr {
+        self.consumer_with(name, env, None).await
+    }
+
+    async fn consumer_with(&mut self, name: &str, env: &[(&str, &str)], tls: Option<&std::path::Path>) -> SocketAddr {
         let mut all = vec![
             ("CONSUMER_VERSION", "1.0.0"),
             ("CONSUMER_RATE", "50"),
@@ -127,7 +149,10 @@ impl Run {
             ("DISCOVERY_NAMESPACE", NS),
         ];
         all.extend_from_slice(env);
-        let req = self.request("consumer", name, &all);
+        let mut req = self.request("consumer", name, &all);
+        if let Some(dir) = tls {
+            req = req.with_mount(secret_mount(dir));
+        }
         let ip = self.start(name, req).await;
         SocketAddr::new(ip, 8081)
     }
@@ -144,6 +169,11 @@ impl Run {
             .and_then(|n| n.get(&self.net).and_then(|e| e.ip_address.clone()))
             .unwrap_or_default();
         ip.parse().unwrap_or_else(|_| panic!("container {id} has no address on {}: '{ip}'", self.net))
+    }
+
+    /// A provider container's admin address.
+    async fn admin_of(&self, name: &str) -> SocketAddr {
+        SocketAddr::new(self.ip_of(self.container(name).id()).await, 8080)
     }
 
     async fn gateway(&self) -> IpAddr {
@@ -188,22 +218,27 @@ impl Run {
     }
 }
 
-/// The consumer's `/stats` (the test needs no HTTP client crate: one HTTP/1.1 request).
+/// The consumer's `/stats`.
 async fn stats(admin: SocketAddr) -> Result<Value, String> {
+    get_json(admin, "/stats").await
+}
+
+/// One admin endpoint as JSON (the test needs no HTTP client crate: one HTTP/1.1 request).
+async fn get_json(admin: SocketAddr, path: &str) -> Result<Value, String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let fetch = async {
         let mut s = tokio::net::TcpStream::connect(admin).await?;
-        s.write_all(b"GET /stats HTTP/1.1\r\nHost: consumer\r\nConnection: close\r\n\r\n").await?;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes()).await?;
         let mut out = String::new();
         s.read_to_string(&mut out).await?;
         Ok::<_, std::io::Error>(out)
     };
     let raw = tokio::time::timeout(Duration::from_secs(5), fetch)
         .await
-        .map_err(|_| format!("GET http://{admin}/stats: no answer in 5 s"))?
-        .map_err(|e| format!("GET http://{admin}/stats: {e}"))?;
+        .map_err(|_| format!("GET http://{admin}{path}: no answer in 5 s"))?
+        .map_err(|e| format!("GET http://{admin}{path}: {e}"))?;
     let body = raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
-    serde_json::from_str(body).map_err(|e| format!("GET http://{admin}/stats: not JSON ({e}): {raw}"))
+    serde_json::from_str(body).map_err(|e| format!("GET http://{admin}{path}: not JSON ({e}): {raw}"))
 }
 
 /// Calls served per instance name (`by_instance` keys are "<instance> <address>").
@@ -243,6 +278,14 @@ async fn no_failures(admin: SocketAddr, mode: &str) -> Result<(), String> {
         }
         _ => Err(format!("{mode} mode: calls failed: {s}")),
     }
+}
+
+/// Where the TLS Secret's directory is mounted in the containers, as the tls overlay mounts it.
+const TLS_DIR: &str = "/etc/dubbo-k8s/tls";
+
+fn secret_mount(dir: &std::path::Path) -> testcontainers::core::Mount {
+    testcontainers::core::Mount::bind_mount(dir.display().to_string(), TLS_DIR)
+        .with_access_mode(testcontainers::core::AccessMode::ReadOnly)
 }
 
 fn step(text: &str) {
@@ -305,6 +348,129 @@ async fn api_mode(run: &mut Run) -> Result<(), String> {
     no_failures(admin, "API").await
 }
 
+const TLS_ALIAS: &str = "greeter-tls-v1.demo.svc.cluster.local";
+const CONSUMER_ID: &str = "spiffe://cluster.local/ns/demo/sa/consumer";
+
+/// The serial of the certificate in use (and the number of CAs trusted) from `/debug/tls`.
+async fn tls_state(admin: SocketAddr) -> Result<(String, usize), String> {
+    let v = get_json(admin, "/debug/tls").await?;
+    let current = &v["tls"]["current"];
+    let serial = current["cert"]["serial"].as_str().unwrap_or_default().to_owned();
+    Ok((serial, current["cas"].as_array().map_or(0, Vec::len)))
+}
+
+/// Waits until every admin endpoint reports `want` (serial changed from `before`, CA count); returns
+/// how long each took, for the summary.
+async fn picked_up(
+    sides: &[(&str, SocketAddr)],
+    before: &[(String, usize)],
+    cas: usize,
+    since: Instant,
+) -> Result<String, String> {
+    let mut took = Vec::new();
+    for ((name, admin), (old_serial, _)) in sides.iter().zip(before) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (serial, n) = tls_state(*admin).await?;
+            if serial != *old_serial && n == cas {
+                took.push(format!("{name} {} ms", since.elapsed().as_millis()));
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{name} did not pick up the new certificate (serial {serial}, {n} CA(s))"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(took.join(", "))
+}
+
+/// TLS and mutual TLS on the images: Secrets' directories bind-mounted as kubelet mounts them, the
+/// consumer in DNS mode verifying the providers by the Service's DNS name, then the certificates and
+/// the CA rotated under traffic (new serials; a new CA trusted beside the old, then signing, then
+/// alone), a provider replaced after each CA step so that new handshakes prove the new material.
+async fn tls_mode(run: &mut Run) -> Result<(), String> {
+    use testkit::certs::{Leaf, SecretDir, TestCa};
+    let base = std::env::temp_dir().join(format!("dubbo-k8s-images-tls-{}", std::process::id()));
+    let (pd, cd) = (SecretDir::new(base.join("greeter"))?, SecretDir::new(base.join("consumer"))?);
+    let issue = |ca: &TestCa, bundle: &str, leaf: Leaf, dir: &SecretDir| -> Result<(), String> {
+        let p = ca.issue(&leaf)?;
+        dir.write(&[("tls.crt", &p.cert_pem), ("tls.key", &p.key_pem), ("ca.crt", bundle)])
+    };
+    let server = || Leaf::server(&[TLS_ALIAS]);
+    let client = || Leaf::client(CONSUMER_ID);
+    let ca1 = TestCa::new("images CA 1")?;
+    issue(&ca1, &ca1.pem(), server(), &pd)?;
+    issue(&ca1, &ca1.pem(), client(), &cd)?;
+    let (crt, key, ca) = (format!("{TLS_DIR}/tls.crt"), format!("{TLS_DIR}/tls.key"), format!("{TLS_DIR}/ca.crt"));
+    let provider_env = [
+        ("PROVIDER_TLS_CERT", crt.as_str()),
+        ("PROVIDER_TLS_KEY", key.as_str()),
+        ("PROVIDER_TLS_CLIENT_CA", ca.as_str()),
+        ("PROVIDER_TLS_ALLOW", CONSUMER_ID),
+        ("PROVIDER_TLS_RELOAD_INTERVAL", "500ms"),
+    ];
+
+    step("TLS: providers t1, t2 with mutual TLS behind a DNS alias; the consumer verifies them by the Service name");
+    for name in ["t1", "t2"] {
+        let ip = run.provider_with(name, "1.0.0", Some(TLS_ALIAS), &provider_env, Some(pd.path())).await;
+        println!("    {name} at {ip}");
+    }
+    let env = [
+        ("DISCOVERY_MODE", "dns"),
+        ("DISCOVERY_SERVICE_TEMPLATE", "greeter-tls-v{major}"),
+        ("DISCOVERY_DNS_SRV", "false"),
+        ("DISCOVERY_PORT", "50051"),
+        ("DISCOVERY_DNS_TTL_FLOOR", "500ms"),
+        ("DISCOVERY_DNS_TTL_CEILING", "1s"),
+        ("DISCOVERY_TLS_CA", ca.as_str()),
+        ("DISCOVERY_TLS_CERT", crt.as_str()),
+        ("DISCOVERY_TLS_KEY", key.as_str()),
+        ("DISCOVERY_TLS_RELOAD_INTERVAL", "500ms"),
+    ];
+    let admin = run.consumer_with("consumer-tls", &env, Some(cd.path())).await;
+    until_served(admin, 30, &["t1", "t2"], &[]).await?;
+    let mut providers = vec![("t1".to_owned(), run.admin_of("t1").await), ("t2".to_owned(), run.admin_of("t2").await)];
+    let mut summary = Vec::new();
+
+    // Each step: write, wait until every side has the new material, then (CA steps) replace a
+    // provider under traffic so that fresh handshakes use it.
+    let ca2 = TestCa::new("images CA 2")?;
+    let both = format!("{}{}", ca1.pem(), ca2.pem());
+    let steps: [(&str, &TestCa, String, usize); 4] = [
+        ("new certificates, same CA", &ca1, ca1.pem(), 1),
+        ("CA 2 trusted beside CA 1", &ca1, both.clone(), 2),
+        ("certificates of CA 2", &ca2, both.clone(), 2),
+        ("CA 1 retired", &ca2, ca2.pem(), 1),
+    ];
+    for (next, (what, signer, bundle, cas)) in (3..).zip(steps) {
+        step(&format!("TLS rotation under traffic: {what}"));
+        let mut sides: Vec<(&str, SocketAddr)> = providers.iter().map(|(n, a)| (n.as_str(), *a)).collect();
+        sides.push(("consumer", admin));
+        let mut before = Vec::new();
+        for (_, a) in &sides {
+            before.push(tls_state(*a).await?);
+        }
+        let t = Instant::now();
+        issue(signer, &bundle, server(), &pd)?;
+        issue(signer, &bundle, client(), &cd)?;
+        let took = picked_up(&sides, &before, cas, t).await?;
+        println!("    picked up: {took}");
+        let name = format!("t{next}");
+        run.provider_with(&name, "1.0.0", Some(TLS_ALIAS), &provider_env, Some(pd.path())).await;
+        until_served(admin, 30, &[name.as_str()], &[]).await?;
+        let old = providers.remove(0);
+        run.stop_under_traffic(admin, &old.0).await?;
+        providers.push((name.clone(), run.admin_of(&name).await));
+        summary.push(format!("{what}: {took}; new provider {name} served, {} stopped", old.0));
+    }
+    println!("\n    TLS rotation summary:");
+    for line in &summary {
+        println!("    - {line}");
+    }
+    no_failures(admin, "TLS").await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Docker and the images of scripts/build: scripts/test runs it, or cargo test -p consumer --test images -- --ignored"]
 async fn the_images_follow_providers_in_dns_and_api_mode() {
@@ -313,8 +479,12 @@ async fn the_images_follow_providers_in_dns_and_api_mode() {
         Ok(()) => api_mode(&mut run).await,
         Err(e) => Err(e),
     };
+    let outcome = match outcome {
+        Ok(()) => tls_mode(&mut run).await,
+        Err(e) => Err(e),
+    };
     if let Err(e) = outcome {
         panic!("{e}\n{}", run.report().await);
     }
-    step("Container end-to-end passed (DNS and API mode)");
+    step("Container end-to-end passed (DNS, API and TLS mode with rotation)");
 }
