@@ -52,6 +52,28 @@ write_kustomization() {
   } >"$dir/kustomization.yaml"
 }
 
+# pf_open NS POD PORT: a kubectl port-forward to the pod's PORT, kept open until exit, and its local URL
+# in PF_URL. Call it in the main shell (not in $(...)): the forward must outlive the call. A
+# port-forward enters the pod's network namespace, so the NetworkPolicy of the TLS overlays, which
+# may keep the API server's pod proxy away from the admin ports, does not keep it out.
+pf_open() {
+  local ns=$1 pod=$2 port=$3 lp pid i
+  lp=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  kubectl -n "$ns" port-forward "pod/$pod" "$lp:$port" >/dev/null 2>&1 &
+  pid=$!
+  cleanup stop_pid "$pid" 5
+  for ((i = 0; i < 75; i++)); do
+    if curl -fsS --max-time 1 -o /dev/null "http://127.0.0.1:$lp/healthz" 2>/dev/null; then
+      # shellcheck disable=SC2034 # read by the caller
+      PF_URL="http://127.0.0.1:$lp"
+      return 0
+    fi
+    sleep 0.2
+  done
+  stop_pid "$pid" 5
+  return 1
+}
+
 # The consumer's /stats, through the API server's pod proxy (no port-forward needed).
 consumer_stats() {
   local ns=$1 pod

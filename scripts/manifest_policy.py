@@ -96,11 +96,62 @@ def main(path):
                         extra = set(rule.get("verbs", [])) - allowed.get((group, resource), set())
                         if extra:
                             err(f"{where}: {sorted(extra)} on {resource!r} (group {group!r}) is more than discovery needs")
+    tls_policy(docs, err)
     for e in errors:
         print(f"policy: {e}", file=sys.stderr)
     if not errors:
         print(f"    policy checks: {len(docs)} objects passed", file=sys.stderr)
     return 1 if errors else 0
+
+
+TLS_DIR = "/etc/dubbo-k8s/tls"
+MONITORING = {"matchLabels": {"dubbo-k8s.io/monitoring": "true"}}
+
+
+def tls_policy(docs, err):
+    """TLS overlays: every TLS file a container names is mounted from a Secret; the admin ports are
+    closed to other namespaces (except the labelled monitoring namespace) by a NetworkPolicy that
+    selects every Deployment's pods; no policy rule opens every port."""
+    deployments = [d for d in docs if d["kind"] == "Deployment"]
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    uses_tls = False
+    for d in deployments:
+        pod = d["spec"]["template"]["spec"]
+        secret_volumes = {v["name"] for v in pod.get("volumes", []) if "secret" in v}
+        for c in pod["containers"]:
+            mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
+            for e in c.get("env", []):
+                if e["name"].startswith(("PROVIDER_TLS_", "DISCOVERY_TLS_")) and str(e.get("value", "")).startswith("/"):
+                    uses_tls = True
+                    if not str(e["value"]).startswith(TLS_DIR + "/") or mounts.get(TLS_DIR) not in secret_volumes:
+                        err(f"Deployment/{d['metadata']['name']} container {c['name']}: {e['name']}={e['value']} is not a file of a Secret mounted at {TLS_DIR}")
+    if uses_tls and not policies:
+        err("TLS overlay without NetworkPolicy: the admin ports must be closed to other namespaces (components/network-policy)")
+    for p in policies:
+        where = f"NetworkPolicy/{p['metadata']['name']}"
+        spec = p["spec"]
+        if "Ingress" not in spec.get("policyTypes", []):
+            err(f"{where}: policyTypes must include Ingress")
+        for rule in spec.get("ingress", []):
+            ports = [x.get("port") for x in rule.get("ports", [])]
+            if not ports:
+                err(f"{where}: a rule without ports opens every port, the admin ports included")
+            if "admin" in ports:
+                peers = rule.get("from") or []
+                if not peers:
+                    err(f"{where}: the admin port is open to every source")
+                for peer in peers:
+                    if "ipBlock" in peer:
+                        err(f"{where}: the admin port is open to an ipBlock")
+                    if "namespaceSelector" in peer and peer["namespaceSelector"] != MONITORING:
+                        err(f"{where}: the admin port is open to namespaces other than dubbo-k8s.io/monitoring=true")
+    for d in deployments if policies else []:
+        labels = d["spec"]["template"]["metadata"].get("labels", {})
+        selected = any(
+            all(labels.get(k) == v for k, v in p["spec"]["podSelector"].get("matchLabels", {}).items()) for p in policies
+        )
+        if not selected:
+            err(f"Deployment/{d['metadata']['name']}: no NetworkPolicy selects its pods: its admin port is open")
 
 
 if __name__ == "__main__":
