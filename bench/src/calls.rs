@@ -32,7 +32,7 @@ pub struct Plan {
 }
 
 #[derive(Debug, Default)]
-struct Load {
+pub(crate) struct Load {
     calls_per_sec: f64,
     latencies_ms: Vec<f64>,
     failed: u64,
@@ -97,10 +97,10 @@ fn request() -> tonic::Request<HelloRequest> {
 }
 
 /// One benchmark call: `true` when it succeeded.
-type Call = Arc<dyn Fn() -> std::pin::Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>;
+pub(crate) type Call = Arc<dyn Fn() -> std::pin::Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>;
 
 /// `SayHello` through a tonic-generated client over any channel (plain, balanced, tonic's own).
-fn tonic_call<T>(client: GreeterServiceClient<T>) -> Call
+pub(crate) fn tonic_call<T>(client: GreeterServiceClient<T>) -> Call
 where
     T: tonic::client::GrpcService<tonic::body::Body> + Clone + Send + Sync + 'static,
     T::Future: Send,
@@ -280,7 +280,7 @@ fn selected(clients: Vec<(&'static str, Call)>) -> Vec<(&'static str, Call)> {
 
 /// Every round runs every concurrency for every client in turn, so noise hits them alike.
 /// `results[client][in_flight index]` holds one load per round.
-async fn rounds(clients: &[(&str, Call)], plan: &Plan) -> Vec<Vec<Vec<Load>>> {
+pub(crate) async fn rounds(clients: &[(&str, Call)], plan: &Plan) -> Vec<Vec<Vec<Load>>> {
     let mut results: Vec<Vec<Vec<Load>>> =
         clients.iter().map(|_| plan.in_flight.iter().map(|_| Vec::new()).collect()).collect();
     for _round in 0..plan.rounds {
@@ -347,17 +347,17 @@ fn report(section: &mut Section, clients: &[(&str, Call)], results: &[Vec<Vec<Lo
 }
 
 /// One client at one concurrency, over the rounds: median rate, latency over every call.
-struct Row {
-    rate: f64,
-    latency: Summary,
-    calls: usize,
-    failed: u64,
+pub(crate) struct Row {
+    pub rate: f64,
+    pub latency: Summary,
+    pub calls: usize,
+    pub failed: u64,
     /// Median busy share of each CPU, "12% / 80%".
-    busy: String,
+    pub busy: String,
 }
 
 impl Row {
-    fn of(loads: &[Load]) -> Row {
+    pub(crate) fn of(loads: &[Load]) -> Row {
         let lat: Vec<f64> = loads.iter().flat_map(|l| l.latencies_ms.iter().copied()).collect();
         let cpus = loads.first().map_or(0, |l| l.cpu_busy.len());
         let busy = (0..cpus)
@@ -378,7 +378,7 @@ impl Row {
 }
 
 /// The balanced client as the benchmark runs it: a fixed identity, no slow start.
-fn bench_options() -> ClientOptions {
+pub(crate) fn bench_options() -> ClientOptions {
     let mut o = ClientOptions::default().with_client_id("bench");
     o.slow_start = Duration::ZERO;
     o

@@ -15,6 +15,8 @@ mod propagation;
 mod report;
 mod scale;
 mod soak;
+mod tls;
+mod tlsinput;
 mod util;
 
 use std::path::PathBuf;
@@ -26,7 +28,7 @@ use crate::cluster::Cluster;
 use crate::report::Report;
 use crate::util::Placement;
 
-const SECTIONS: [&str; 6] = ["propagation", "dns", "calls", "scale", "fleet", "footprint"];
+const SECTIONS: [&str; 7] = ["propagation", "dns", "calls", "tls", "scale", "fleet", "footprint"];
 
 #[derive(Debug, Parser)]
 #[command(
@@ -74,7 +76,7 @@ enum Internal {
         /// Soak length in seconds (default 600, or 60 with --short; 0 skips it).
         #[arg(long)]
         soak: Option<u64>,
-        /// Comma-separated parts to run (default: all): faults, soak, config.
+        /// Comma-separated parts to run (default: all): faults, soak, config, tls.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Where the provider and consumer binaries are (default: beside this program).
@@ -136,6 +138,8 @@ struct Settings {
     fleet: fleet::Plan,
     picks: usize,
     starts: usize,
+    /// New connections timed one after another, plaintext and TLS.
+    handshakes: usize,
 }
 
 impl Settings {
@@ -154,6 +158,7 @@ impl Settings {
             fleet: fleet::Plan { sizes: vec![10, 50, 200], services: 10, endpoints: 1_000, changes: 20 },
             picks: 200_000,
             starts: 10,
+            handshakes: 500,
         }
     }
 
@@ -172,6 +177,7 @@ impl Settings {
             fleet: fleet::Plan { sizes: vec![5], services: 10, endpoints: 1_000, changes: 5 },
             picks: 20_000,
             starts: 3,
+            handshakes: 50,
         }
     }
 }
@@ -235,7 +241,7 @@ async fn main() {
     let placement = Placement { helper_cpus: cli.helper_cpus.clone() };
     let (provider_bin, consumer_bin) = (bin_dir.join("provider"), bin_dir.join("consumer"));
     for b in [&provider_bin, &consumer_bin] {
-        if (wanted("calls") || wanted("footprint")) && !b.is_file() {
+        if (wanted("calls") || wanted("tls") || wanted("footprint")) && !b.is_file() {
             fail(
                 2,
                 format!(
@@ -278,6 +284,10 @@ async fn main() {
         eprintln!("calls: {} round(s) × 5 clients × {:?} in flight…", settings.calls.rounds, settings.calls.in_flight);
         report.add(calls::run(&local, &provider_bin, &placement, &settings.calls).await);
     }
+    if wanted("tls") {
+        eprintln!("tls: {} round(s) × 4 clients × {:?} in flight…", settings.calls.rounds, settings.calls.in_flight);
+        report.add(tls::run(&provider_bin, &placement, &settings.calls, settings.handshakes).await);
+    }
     if wanted("scale") {
         eprintln!("scale: {:?} endpoints…", settings.scale);
         let (mut section, points) = scale::run(real, &settings.scale, settings.scale_changes, settings.picks).await;
@@ -307,7 +317,7 @@ async fn main() {
 }
 
 async fn run_faults(short: bool, out: Option<PathBuf>, soak: Option<u64>, only: Vec<String>, bin_dir: Option<PathBuf>) {
-    const PARTS: [&str; 3] = ["faults", "soak", "config"];
+    const PARTS: [&str; 4] = ["faults", "soak", "config", "tls"];
     for o in &only {
         if !PARTS.contains(&o.as_str()) {
             fail(2, format!("--only {o:?}: parts are {}", PARTS.join(", ")));
@@ -353,7 +363,11 @@ async fn run_faults(short: bool, out: Option<PathBuf>, soak: Option<u64>, only: 
     if wanted("config") {
         report.add(tokio::task::block_in_place(|| badinput::run(&provider_bin, &consumer_bin)));
     }
-    let intro = "Written by `scripts/faults` (the harness is `bench/src/faults.rs`, `soak.rs`, `badinput.rs`). Bad API and \
+    if wanted("tls") {
+        eprintln!("bad TLS input…");
+        report.add(tlsinput::run(&provider_bin, &consumer_bin).await);
+    }
+    let intro = "Written by `scripts/faults` (the harness is `bench/src/faults.rs`, `soak.rs`, `badinput.rs`, `tlsinput.rs`). Bad API and \
                  DNS data, property tests of the slice table, deltas, mapping and configuration parsing, and the RBAC \
                  checks run as `cargo test` (see README.md, Faults and bad input).";
     if let Err(e) = report.finish(&out, "Faults and bad input", intro, started) {

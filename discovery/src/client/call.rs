@@ -274,8 +274,12 @@ impl Shared {
             }
             Ok(Err(error)) => {
                 #[cfg(feature = "tls")]
-                if let Some((cause, detail)) = member.tls_alert.as_ref().and_then(|a| a.take_recent()) {
-                    return Err(failure(super::cause::from_tls(cause), member, detail));
+                match member.tls_alert.as_ref().and_then(|a| a.take_recent()) {
+                    Some((Some(cause), detail)) => return Err(failure(super::cause::from_tls(cause), member, detail)),
+                    Some((None, hint)) => {
+                        return Err(failure(classify(&error), member, format!("{} ({hint})", chain(&error))));
+                    }
+                    None => {}
                 }
                 return Err(failure(classify(&error), member, chain(&error)));
             }

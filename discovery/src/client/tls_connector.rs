@@ -15,41 +15,74 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
+use crate::error::BoxError;
 use crate::tls::{ClientTls, HandshakeError, TlsCause};
 
-/// The last TLS failure a member's connection read after its handshake, kept for the call that
-/// sees the connection fail.
+/// What a member's connection met after its handshake, kept for the call that sees the connection
+/// fail: a TLS alert (its cause), or a close before any HTTP/2 (only a hint: the request may have
+/// been processed, so the call keeps the cause of the close itself).
 #[derive(Debug, Default)]
-pub(crate) struct AlertSlot(Mutex<Option<(Instant, TlsCause, String)>>);
+pub(crate) struct AlertSlot(Mutex<Option<(Instant, Option<TlsCause>, String)>>);
 
 impl AlertSlot {
-    fn set(&self, cause: TlsCause, detail: String) {
+    fn set(&self, cause: Option<TlsCause>, detail: String) {
         *crate::sync::lock(&self.0) = Some((Instant::now(), cause, detail));
     }
 
-    /// The failure, if it happened in the last few seconds (taken: it is reported once).
-    pub(crate) fn take_recent(&self) -> Option<(TlsCause, String)> {
+    /// What happened, if it happened in the last few seconds (taken: it is reported once).
+    pub(crate) fn take_recent(&self) -> Option<(Option<TlsCause>, String)> {
         let (at, cause, detail) = crate::sync::lock(&self.0).take()?;
         (at.elapsed() < Duration::from_secs(5)).then_some((cause, detail))
     }
 }
 
-/// A TLS stream that notes a TLS error met while reading (an alert from the provider).
+/// A TLS stream that notes a TLS error met while reading (an alert from the provider), and a
+/// connection closed before its first byte of HTTP/2: a provider that refuses our certificate sends
+/// its alert and closes, and when our request crossed the alert the reset can discard it, leaving only
+/// the close (a hint then, not a cause: a provider that died right after accepting looks the same).
 pub(crate) struct Watched {
     inner: TlsStream<TcpStream>,
     slot: Arc<AlertSlot>,
     peer: Arc<str>,
+    read_any: bool,
+}
+
+impl Watched {
+    fn closed_early(&self, what: &str) {
+        let detail = format!(
+            "{} {what} right after the TLS handshake, before any HTTP/2: does it refuse our client certificate?",
+            self.peer
+        );
+        self.slot.set(None, detail);
+    }
 }
 
 impl AsyncRead for Watched {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
+        let before = buf.filled().len();
         let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        match &result {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => this.read_any = true,
+            Poll::Ready(Ok(())) if !this.read_any => this.closed_early("closed the connection"),
+            Poll::Ready(Err(e)) if e.get_ref().is_some_and(|i| i.downcast_ref::<rustls::Error>().is_some()) => {
+                let failure = HandshakeError::from_io(e, &this.peer);
+                this.slot.set(Some(failure.cause()), failure.to_string());
+            }
+            Poll::Ready(Err(e)) if !this.read_any => this.closed_early(&format!("reset the connection ({e})")),
+            _ => {}
+        }
+        result
+    }
+}
+
+impl Watched {
+    /// A write that fails before the provider sent anything: the same hint as a read.
+    fn noted<T>(&self, result: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
         if let Poll::Ready(Err(e)) = &result
-            && e.get_ref().is_some_and(|i| i.downcast_ref::<rustls::Error>().is_some())
+            && !self.read_any
         {
-            let failure = HandshakeError::from_io(e, &this.peer);
-            this.slot.set(failure.cause(), failure.to_string());
+            self.closed_early(&format!("closed the connection ({e})"));
         }
         result
     }
@@ -57,10 +90,14 @@ impl AsyncRead for Watched {
 
 impl AsyncWrite for Watched {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.noted(result)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_flush(cx);
+        this.noted(result)
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
@@ -70,14 +107,14 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.noted(result)
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
     }
 }
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Connects one member over TLS.
 #[derive(Clone)]
@@ -122,7 +159,7 @@ impl tower::Service<http::Uri> for TlsConnector {
             let connector = tokio_rustls::TlsConnector::from(tls.config());
             let peer = format!("the provider at {addr} (expected {expected})");
             match connector.connect(name, tcp).await {
-                Ok(inner) => Ok(TokioIo::new(Watched { inner, slot, peer: peer.into() })),
+                Ok(inner) => Ok(TokioIo::new(Watched { inner, slot, peer: peer.into(), read_any: false })),
                 Err(e) => {
                     let failure = HandshakeError::from_io(&e, &peer);
                     tls.metrics.handshake_failed("client", failure.cause().as_str());
