@@ -55,6 +55,8 @@ struct Progress {
     seen: u64,
     failed_reloads: u64,
     last_error: Option<String>,
+    /// The last read failed (a file missing for a moment during a swap, or for good).
+    read_failed: bool,
     expiry_warned: bool,
 }
 
@@ -148,11 +150,15 @@ impl<T: Send + Sync + 'static> Reloadable<T> {
                     p.failed_reloads += 1;
                     self.metrics.reload(self.role, "failed");
                 }
-                p.seen = 0;
+                p.read_failed = true;
                 return false;
             }
         };
         let h = hash(&contents);
+        if std::mem::take(&mut p.read_failed) && h == p.seen {
+            // Readable again, unchanged: the material in use is what the files hold.
+            p.last_error = None;
+        }
         if h == p.seen {
             self.warn_if_expired(&mut p);
             return false;
