@@ -237,3 +237,42 @@ async fn follow<T: Send + Sync + 'static>(this: Weak<Reloadable<T>>, every: std:
         let _ = tokio::task::spawn_blocking(move || r.poll()).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::files::FileRef;
+    use testkit::certs::{Leaf, SecretDir, TestCa};
+
+    #[test]
+    fn a_file_gone_for_a_moment_and_back_unchanged_is_no_reload() {
+        let ca = TestCa::new("unit CA").expect("ca");
+        let pair = ca.issue(&Leaf::server(&["a.example"])).expect("leaf");
+        let dir =
+            SecretDir::new(std::env::temp_dir().join(format!("dubbo-k8s-reload-{}", std::process::id()))).expect("dir");
+        dir.write(&[("tls.crt", &pair.cert_pem), ("tls.key", &pair.key_pem)]).expect("write");
+        let files = TlsFiles::new()
+            .with_pair(FileRef::new("CERT", dir.file("tls.crt")), FileRef::new("KEY", dir.file("tls.key")));
+        let r = Reloadable::start(files, "test", TlsMetrics::default(), |m| Ok(m.cert.clone())).expect("loads");
+        assert!(!r.poll(), "unchanged files are not loaded again");
+
+        let moved = dir.path().join("moved");
+        std::fs::rename(dir.file("tls.key"), &moved).expect("hide the key");
+        assert!(!r.poll());
+        let status = r.status();
+        assert!(status.last_error.as_deref().is_some_and(|e| e.contains("KEY=")), "{status:?}");
+        assert_eq!(status.failed_reloads, 1);
+
+        std::fs::rename(&moved, dir.file("tls.key")).expect("restore the key");
+        assert!(!r.poll(), "the same bytes again: no reload");
+        let status = r.status();
+        assert_eq!((status.last_error, status.current.generation), (None, 1));
+
+        let next = ca.issue(&Leaf::server(&["a.example"])).expect("leaf");
+        dir.write(&[("tls.crt", &next.cert_pem), ("tls.key", &next.key_pem)]).expect("write");
+        assert!(r.poll(), "new bytes: loaded");
+        let status = r.status();
+        assert_eq!(status.current.generation, 2);
+        assert_eq!(r.current().as_ref().as_ref().map(|c| c.serial.clone()), status.current.cert.map(|c| c.serial));
+    }
+}
