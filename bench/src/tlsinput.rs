@@ -352,24 +352,12 @@ async fn cases(provider_bin: &Path, consumer_bin: &Path, base: &Path, section: &
         let (b, registry) = client(p.port, tls.clone()).await?;
         let (outcome, message) = call(&b).await;
         let (kind, label) = count.split_once(' ').unwrap_or_default();
-        let (name, value) = match kind {
-            "client" => {
-                let name =
-                    format!("discovery_client_tls_handshake_failures_total{{role=\"client\",cause=\"{label}\"}}");
-                let v = series(&registry, &name);
-                (name, v)
-            }
-            "refused" => {
-                let name = format!("provider_tls_refused_calls_total{{reason=\"{label}\"}}");
-                let v = metric(p.admin, &name).await;
-                (name, v)
-            }
-            _ => {
-                let name = format!("provider_tls_handshake_failures_total{{role=\"server\",cause=\"{label}\"}}");
-                let v = metric(p.admin, &name).await;
-                (name, v)
-            }
+        let name = match kind {
+            "client" => format!("discovery_client_tls_handshake_failures_total{{role=\"client\",cause=\"{label}\"}}"),
+            "refused" => format!("provider_tls_refused_calls_total{{reason=\"{label}\"}}"),
+            _ => format!("provider_tls_handshake_failures_total{{role=\"server\",cause=\"{label}\"}}"),
         };
+        let value = if kind == "client" { series(&registry, &name) } else { metric(p.admin, &name).await };
         let counted = format!("`{name}` {value}");
         section.row(vec![
             (*what).into(),
