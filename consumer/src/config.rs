@@ -227,6 +227,13 @@ impl ConsumerConfig {
                 return Err(invalid(var, "0s", "expected a duration above zero"));
             }
         }
+        if self.client == ClientKind::Dubbo && self.balancing.tls.is_some() {
+            return Err(invalid(
+                "CLIENT",
+                "dubbo",
+                "the dubbo crate's client here has no TLS: unset DISCOVERY_TLS_* or use CONSUMER_CLIENT=tonic",
+            ));
+        }
         Ok(())
     }
 }
@@ -237,6 +244,19 @@ mod tests {
 
     fn vars(p: &[(&str, &str)]) -> HashMap<String, String> {
         p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn the_dubbo_stack_refuses_tls_instead_of_calling_in_plaintext() {
+        let dir = std::env::temp_dir().join(format!("dubbo-k8s-consumer-cfg-{}", std::process::id()));
+        let ca = testkit::certs::TestCa::new("cfg CA").expect("ca");
+        let secret = testkit::certs::SecretDir::new(&dir).expect("dir");
+        secret.write(&[("ca.crt", &ca.pem())]).expect("write");
+        let ca_path = secret.file("ca.crt").display().to_string();
+        let tls = [("DISCOVERY_TLS_CA", ca_path.as_str())];
+        assert!(ConsumerConfig::from_vars(&vars(&tls)).is_ok(), "the tonic stack takes TLS");
+        let e = ConsumerConfig::from_vars(&vars(&[tls[0], ("CONSUMER_CLIENT", "dubbo")])).expect_err("refused");
+        assert!(e.to_string().contains("CONSUMER_CLIENT") && e.to_string().contains("DISCOVERY_TLS"), "{e}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //!
 //! ```
 //! # fn demo() -> Result<(), String> {
-//! use testkit::certs::{Leaf, SecretDir, TestCa};
+//! use dubbo_k8s_testkit::certs::{Leaf, SecretDir, TestCa};
 //! let ca = TestCa::new("demo CA")?;
 //! let server = ca.issue(&Leaf::server(&["greeter.demo.svc.cluster.local"]))?;
 //! let dir = SecretDir::new(std::env::temp_dir().join("greeter-tls-doc"))?;
