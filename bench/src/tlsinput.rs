@@ -97,6 +97,11 @@ async fn provider(bin: &Path, base: &Path, name: &str, env: &[(String, String)])
 /// A metric's value from a provider's `/metrics` (the first series whose line starts with `series`).
 async fn metric(admin: u16, series: &str) -> f64 {
     let Ok(text) = http_get(admin, "/metrics").await else { return 0.0 };
+    value_in(&text, series)
+}
+
+/// The value of the first line of a Prometheus text exposition that starts with `series` (0: none).
+fn value_in(text: &str, series: &str) -> f64 {
     text.lines()
         .find(|l| l.starts_with(series))
         .and_then(|l| l.rsplit(' ').next())
@@ -134,11 +139,7 @@ async fn client(port: u16, tls: Option<ClientTlsOptions>) -> Result<(Balanced, R
 fn series(registry: &Registry, series: &str) -> f64 {
     let mut text = String::new();
     let _ = prometheus_client::encoding::text::encode(&mut text, registry);
-    text.lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+    value_in(&text, series)
 }
 
 fn trust(d: &SecretDir, with_cert: bool, server: &str) -> ClientTlsOptions {

@@ -183,12 +183,9 @@ impl ProviderConfig {
             return Err(ConfigError::invalid("PROVIDER_TLS_ALLOW", self.tls_allow.join(","), reason));
         }
         let every = self.tls_reload_interval;
-        if every < Duration::from_millis(100) || every > Duration::from_secs(3600) {
-            return Err(ConfigError::invalid(
-                "PROVIDER_TLS_RELOAD_INTERVAL",
-                format!("{every:?}"),
-                "expected 100ms to 1h",
-            ));
+        if !discovery::tls::reload_interval_ok(every) {
+            let reason = format!("expected a duration {}", discovery::tls::RELOAD_INTERVAL_RANGE);
+            return Err(ConfigError::invalid("PROVIDER_TLS_RELOAD_INTERVAL", format!("{every:?}"), reason));
         }
         Ok(())
     }

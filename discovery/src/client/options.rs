@@ -210,12 +210,9 @@ fn tls_from_raw(
         }
     }
     if let Some(Var(every)) = reload {
-        if every < Duration::from_millis(100) || every > Duration::from_secs(3600) {
-            return Err(ConfigError::invalid(
-                "DISCOVERY_TLS_RELOAD_INTERVAL",
-                format!("{every:?}"),
-                "expected 100ms to 1h",
-            ));
+        if !crate::tls::reload_interval_ok(every) {
+            let reason = format!("expected a duration {}", crate::tls::RELOAD_INTERVAL_RANGE);
+            return Err(ConfigError::invalid("DISCOVERY_TLS_RELOAD_INTERVAL", format!("{every:?}"), reason));
         }
         files = files.with_reload_interval(every);
     }

@@ -101,14 +101,22 @@ impl TlsFiles {
             }
             _ => {}
         }
-        if self.reload_interval < Duration::from_millis(100) || self.reload_interval > Duration::from_secs(3600) {
+        if !reload_interval_ok(self.reload_interval) {
             return Err(TlsError::missing(
-                "a reload interval of 100ms to 1h".to_owned(),
+                format!("a reload interval {RELOAD_INTERVAL_RANGE}"),
                 format!("{:?} was given", self.reload_interval),
             ));
         }
         Ok(())
     }
+}
+
+/// What a reload interval may be, for messages.
+pub const RELOAD_INTERVAL_RANGE: &str = "of 100ms to 1h";
+
+/// Whether `every` is a usable reload interval (100 ms to an hour).
+pub fn reload_interval_ok(every: Duration) -> bool {
+    (Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&every)
 }
 
 /// Why TLS material cannot be used.

@@ -26,7 +26,9 @@ mod reload;
 mod server;
 
 pub use client::{ClientTls, ClientTlsOptions, HandshakeError, ServerIdentity, TlsCause};
-pub use files::{CertInfo, DEFAULT_RELOAD_INTERVAL, FileRef, TlsError, TlsFiles};
+pub use files::{
+    CertInfo, DEFAULT_RELOAD_INTERVAL, FileRef, RELOAD_INTERVAL_RANGE, TlsError, TlsFiles, reload_interval_ok,
+};
 pub use metrics::TlsMetrics;
 pub use reload::{LoadedInfo, TlsStatus};
 pub use server::{Authorizer, PeerIdentity, Refusal, ServerTls, ServerTlsOptions};
